@@ -1,0 +1,155 @@
+//! The error model shared by every route.
+//!
+//! Chroma's Python client picks the exception class from the `error` name in the body,
+//! and its JavaScript client picks it from the HTTP status, so each variant fixes both.
+
+use std::fmt;
+
+/// An error returned to a client as `{"error": NAME, "message": TEXT}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+/// The error classes the Chroma clients understand, each with its HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// 400 `InvalidArgumentError`: a value that fails validation.
+    InvalidArgument,
+    /// 401 `AuthorizationError`: no usable credentials.
+    Unauthenticated,
+    /// 403 `AuthError`: authenticated, but not allowed.
+    Forbidden,
+    /// 403 `ChromaError`: an operation the configuration turns off, such as reset.
+    Disabled,
+    /// 404 `NotFoundError`.
+    NotFound,
+    /// 405 `ChromaError`: the route exists, the method does not.
+    MethodNotAllowed,
+    /// 409 `ChromaError`: the resource already exists.
+    Conflict,
+    /// 410 `Unimplemented`: the v1 API.
+    Gone,
+    /// 413 `BatchSizeExceededError`: the body or batch is over a limit.
+    PayloadTooLarge,
+    /// 415 `InvalidArgumentError`: a content encoding other than identity.
+    UnsupportedMediaType,
+    /// 422 `ChromaError`: JSON of the wrong type or shape.
+    Unprocessable,
+    /// 500 `InternalError`.
+    Internal,
+    /// 501 `ChromaError`: a route Ravelin does not implement.
+    NotImplemented,
+    /// 503 `ChromaError`: the server cannot take the request now.
+    Unavailable,
+}
+
+impl ErrorKind {
+    /// Returns the HTTP status code for this kind.
+    pub fn status(self) -> u16 {
+        match self {
+            ErrorKind::InvalidArgument => 400,
+            ErrorKind::Unauthenticated => 401,
+            ErrorKind::Forbidden | ErrorKind::Disabled => 403,
+            ErrorKind::NotFound => 404,
+            ErrorKind::MethodNotAllowed => 405,
+            ErrorKind::Conflict => 409,
+            ErrorKind::Gone => 410,
+            ErrorKind::PayloadTooLarge => 413,
+            ErrorKind::UnsupportedMediaType => 415,
+            ErrorKind::Unprocessable => 422,
+            ErrorKind::Internal => 500,
+            ErrorKind::NotImplemented => 501,
+            ErrorKind::Unavailable => 503,
+        }
+    }
+
+    /// Returns the `error` name the Chroma clients map to an exception class.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidArgument | ErrorKind::UnsupportedMediaType => "InvalidArgumentError",
+            ErrorKind::Unauthenticated => "AuthorizationError",
+            ErrorKind::Forbidden => "AuthError",
+            ErrorKind::NotFound => "NotFoundError",
+            ErrorKind::Gone => "Unimplemented",
+            ErrorKind::PayloadTooLarge => "BatchSizeExceededError",
+            ErrorKind::Internal => "InternalError",
+            ErrorKind::Disabled
+            | ErrorKind::MethodNotAllowed
+            | ErrorKind::Conflict
+            | ErrorKind::Unprocessable
+            | ErrorKind::NotImplemented
+            | ErrorKind::Unavailable => "ChromaError",
+        }
+    }
+}
+
+impl ApiError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        ApiError {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::InvalidArgument, message)
+    }
+
+    pub fn unprocessable(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Unprocessable, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::NotFound, message)
+    }
+
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Conflict, message)
+    }
+
+    /// An internal failure. The message goes to the client, so callers pass a fixed
+    /// text and log the detail themselves.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Internal, message)
+    }
+
+    pub fn status(&self) -> u16 {
+        self.kind.status()
+    }
+
+    /// Serializes the error as Chroma's error body.
+    pub fn to_json(&self) -> String {
+        serde_json::json!({ "error": self.kind.name(), "message": self.message }).to_string()
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind.name(), self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_body_shape() {
+        let error = ApiError::not_found("Collection [x] does not exist");
+        let body: serde_json::Value = serde_json::from_str(&error.to_json()).unwrap();
+        assert_eq!(body["error"], "NotFoundError");
+        assert_eq!(body["message"], "Collection [x] does not exist");
+        assert_eq!(error.status(), 404);
+    }
+
+    #[test]
+    fn invalid_argument_uses_client_table_name() {
+        assert_eq!(ErrorKind::InvalidArgument.name(), "InvalidArgumentError");
+        assert_eq!(ErrorKind::InvalidArgument.status(), 400);
+    }
+}

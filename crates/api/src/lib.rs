@@ -1,0 +1,28 @@
+//! Chroma API v2 wire types, decoding limits, validation and the error model.
+//!
+//! Untrusted request bytes become typed, validated values here, once, and handlers only
+//! ever see those values. This crate does no I/O: the server crate reads bodies and
+//! writes responses, and the engine executes the decoded requests.
+//!
+//! - [`error`]: [`ApiError`], which fixes the HTTP status and Chroma's error name.
+//! - [`requests`]: request bodies decoded into typed values.
+//! - [`responses`]: response bodies.
+//! - [`metadata`]: metadata values with integers and floats kept apart.
+//! - [`filter`]: the `where` and `where_document` grammar, parsed and evaluated.
+//! - [`config`]: collection configuration with Chroma's defaults.
+//! - [`embedding`]: float-list and base64 embeddings.
+//! - [`names`]: name rules and collection ids.
+//! - [`limits`]: the size limits applied while decoding.
+
+pub mod config;
+pub mod embedding;
+pub mod error;
+pub mod filter;
+pub mod limits;
+pub mod metadata;
+pub mod names;
+pub mod requests;
+pub mod responses;
+
+pub use error::{ApiError, ErrorKind};
+pub use limits::Limits;

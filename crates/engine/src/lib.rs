@@ -1,0 +1,99 @@
+//! Tenants, databases, collections and records over the encrypted store.
+//!
+//! The engine keeps the whole catalog and every collection's records in memory, loaded
+//! from the store at startup, and writes through: a write request becomes one store
+//! transaction, and only after it commits does the in-memory state change. A failed
+//! write therefore leaves both the disk and memory as they were, and a crash loses
+//! nothing that was acknowledged.
+//!
+//! Locks are taken in one order: the catalog, then a collection's records, then the
+//! store. Reads take only read locks, so gets and queries run in parallel with each
+//! other and wait only for a write to the same collection.
+//!
+//! - [`Engine`]: the operations the API routes call, in `catalog` and `records`.
+//! - `state`: the in-memory catalog and record sets.
+//!
+//! Queries scan every candidate exactly.
+// NOTE: an exact scan costs O(records × dimension) per query; the HNSW index replaces it.
+
+mod catalog;
+mod records;
+mod state;
+
+use std::sync::Arc;
+
+use api::error::ApiError;
+use api::Limits;
+use parking_lot::{Mutex, RwLock};
+use store::{Store, StoreError};
+
+use crate::state::Catalog;
+
+pub use catalog::TenantInfo;
+
+/// The default tenant and database that exist in every data directory.
+pub const DEFAULT_TENANT: &str = "default_tenant";
+pub const DEFAULT_DATABASE: &str = "default_database";
+/// The id of the default database, as in Chroma.
+pub const DEFAULT_DATABASE_ID: &str = "00000000-0000-0000-0000-000000000000";
+
+/// The database engine. Cheap to share: wrap it in an `Arc`.
+pub struct Engine {
+    store: Mutex<Store>,
+    catalog: RwLock<Catalog>,
+    limits: Arc<Limits>,
+}
+
+/// Why the engine failed to open.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("stored data is damaged: {0}")]
+    Damaged(String),
+}
+
+impl Engine {
+    /// Loads the catalog and every record from the store. Creates the default tenant and
+    /// database in a new store.
+    pub fn open(mut store: Store, limits: Limits) -> Result<Engine, OpenError> {
+        let mut snapshot = store.load_catalog()?;
+        if snapshot.tenants.is_empty() {
+            store.reset(DEFAULT_TENANT, (DEFAULT_DATABASE_ID, DEFAULT_DATABASE))?;
+            snapshot = store.load_catalog()?;
+        }
+        let catalog = Catalog::load(&store, snapshot)?;
+        Ok(Engine {
+            store: Mutex::new(store),
+            catalog: RwLock::new(catalog),
+            limits: Arc::new(limits),
+        })
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Deletes everything and recreates the default tenant and database. The caller
+    /// checks that reset is enabled and allowed.
+    pub fn reset(&self) -> Result<(), ApiError> {
+        let mut catalog = self.catalog.write();
+        let mut store = self.store.lock();
+        store
+            .reset(DEFAULT_TENANT, (DEFAULT_DATABASE_ID, DEFAULT_DATABASE))
+            .map_err(internal)?;
+        for collection in catalog.collections.values() {
+            collection.records.write().deleted = true;
+        }
+        let snapshot = store.load_catalog().map_err(internal)?;
+        *catalog = Catalog::load(&store, snapshot).map_err(|error| internal(error.to_string()))?;
+        Ok(())
+    }
+}
+
+/// Logs a store failure and returns a 500 whose message reveals nothing of the
+/// database: no SQL, no file paths.
+pub(crate) fn internal(error: impl std::fmt::Display) -> ApiError {
+    tracing::error!(%error, "storage operation failed");
+    ApiError::internal("Internal error: the storage operation failed; the server log has details")
+}

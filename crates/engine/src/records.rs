@@ -1,0 +1,393 @@
+//! Record operations: add, upsert, update, delete, count, get and query.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use api::embedding::vector_to_bytes;
+use api::error::ApiError;
+use api::filter::Filter;
+use api::metadata::{metadata_to_json, Metadata, MetadataUpdate};
+use api::requests::{
+    DeleteRecords, GetRecords, Include, IncludeField, QueryRecords, RecordBatch, WriteKind,
+};
+use api::responses::{GetResponse, QueryResponse, RecordView};
+use parking_lot::RwLock;
+use store::{RecordRow, RecordWrite};
+use uuid::Uuid;
+
+use crate::catalog::collection_not_found;
+use crate::state::{Record, RecordSet};
+use crate::{internal, Engine};
+
+/// A change computed under the collection's write lock, applied to memory once the
+/// store has committed it.
+enum Change {
+    Put { position: i64, record: Record },
+    Delete { position: i64 },
+}
+
+impl Engine {
+    fn records_of(
+        &self,
+        tenant: &str,
+        database: &str,
+        id: Uuid,
+    ) -> Result<Arc<RwLock<RecordSet>>, ApiError> {
+        let catalog = self.catalog.read();
+        Ok(Arc::clone(
+            &catalog.collection_in(tenant, database, id)?.records,
+        ))
+    }
+
+    /// Writes a batch for add, upsert or update. Returns the number of records
+    /// written. On error nothing is written.
+    pub fn write(
+        &self,
+        tenant: &str,
+        database: &str,
+        id: Uuid,
+        kind: WriteKind,
+        batch: RecordBatch,
+    ) -> Result<usize, ApiError> {
+        let records = self.records_of(tenant, database, id)?;
+        let mut set = records.write();
+        if set.deleted {
+            return Err(collection_not_found(&id.to_string()));
+        }
+
+        let new_dimension = check_dimension(&set, &batch)?;
+        let changes = plan_writes(&mut set, kind, batch);
+        if changes.is_empty() {
+            return Ok(0);
+        }
+        self.commit(&id, &mut set, new_dimension, changes)
+    }
+
+    /// Deletes records by ids, by filter, or both (records must match both). With
+    /// neither, deletes nothing. Returns the number of records removed.
+    pub fn delete_records(
+        &self,
+        tenant: &str,
+        database: &str,
+        id: Uuid,
+        request: DeleteRecords,
+    ) -> Result<usize, ApiError> {
+        let records = self.records_of(tenant, database, id)?;
+        let mut set = records.write();
+        if set.deleted {
+            return Err(collection_not_found(&id.to_string()));
+        }
+        if request.ids.is_none() && request.filter.is_empty() {
+            return Ok(0);
+        }
+
+        let positions: Vec<i64> = matching(&set, request.ids.as_deref(), &request.filter)
+            .map(|(position, _)| position)
+            .take(request.limit.unwrap_or(usize::MAX))
+            .collect();
+        if positions.is_empty() {
+            return Ok(0);
+        }
+        let changes = positions
+            .into_iter()
+            .map(|position| Change::Delete { position })
+            .collect();
+        self.commit(&id, &mut set, None, changes)
+    }
+
+    fn commit(
+        &self,
+        id: &Uuid,
+        set: &mut RecordSet,
+        new_dimension: Option<usize>,
+        changes: Vec<Change>,
+    ) -> Result<usize, ApiError> {
+        let writes: Vec<RecordWrite> = changes
+            .iter()
+            .filter_map(|change| match change {
+                Change::Put { position, record } => Some(RecordWrite::Put(RecordRow {
+                    id: record.id.clone(),
+                    position: *position,
+                    seq: 0,
+                    document: record.document.clone(),
+                    metadata_json: record
+                        .metadata
+                        .as_ref()
+                        .map(|m| metadata_to_json(m).to_string()),
+                    uri: record.uri.clone(),
+                    embedding: vector_to_bytes(&record.embedding),
+                })),
+                Change::Delete { position } => set
+                    .records
+                    .get(position)
+                    .map(|record| RecordWrite::Delete(record.id.clone())),
+            })
+            .collect();
+
+        let stored_dimension = new_dimension.map(|d| d as i64);
+        self.store
+            .lock()
+            .write_records(&id.to_string(), stored_dimension, &writes)
+            .map_err(internal)?;
+
+        let count = changes.len();
+        if new_dimension.is_some() {
+            set.dimension = new_dimension;
+        }
+        for change in changes {
+            match change {
+                Change::Put { position, record } => {
+                    set.next_position = set.next_position.max(position + 1);
+                    set.positions.insert(record.id.clone(), position);
+                    set.records.insert(position, record);
+                }
+                Change::Delete { position } => {
+                    if let Some(record) = set.records.remove(&position) {
+                        set.positions.remove(&record.id);
+                    }
+                }
+            }
+        }
+        Ok(count)
+    }
+
+    pub fn count(&self, tenant: &str, database: &str, id: Uuid) -> Result<usize, ApiError> {
+        let records = self.records_of(tenant, database, id)?;
+        let set = records.read();
+        Ok(set.records.len())
+    }
+
+    /// Returns records in insertion order, filtered, then paged by offset and limit.
+    pub fn get(
+        &self,
+        tenant: &str,
+        database: &str,
+        id: Uuid,
+        request: GetRecords,
+    ) -> Result<GetResponse, ApiError> {
+        let records = self.records_of(tenant, database, id)?;
+        let set = records.read();
+        let views = matching(&set, request.ids.as_deref(), &request.filter)
+            .skip(request.offset)
+            .take(request.limit.unwrap_or(usize::MAX))
+            .map(|(_, record)| view(record, &request.include))
+            .collect();
+        Ok(GetResponse::new(views, request.include))
+    }
+
+    /// Returns the `n_results` records nearest to each query embedding among those that
+    /// match the ids and filter, by exact scan.
+    pub fn query(
+        &self,
+        tenant: &str,
+        database: &str,
+        id: Uuid,
+        request: QueryRecords,
+    ) -> Result<QueryResponse, ApiError> {
+        let records = self.records_of(tenant, database, id)?;
+        let set = records.read();
+
+        if let (Some(dimension), Some(query)) = (set.dimension, request.query_embeddings.first()) {
+            if query.len() != dimension {
+                return Err(dimension_error(dimension, query.len()));
+            }
+        }
+
+        let candidates: Vec<&Record> = matching(&set, request.ids.as_deref(), &request.filter)
+            .map(|(_, record)| record)
+            .collect();
+        let results = request
+            .query_embeddings
+            .iter()
+            .map(|query| {
+                let query_inverse_norm = index::inverse_norm(query);
+                let scored = candidates.iter().map(|record| {
+                    let distance = index::distance(
+                        set.space,
+                        query,
+                        query_inverse_norm,
+                        &record.embedding,
+                        record.inverse_norm,
+                    );
+                    (*record, distance)
+                });
+                index::exact::nearest(request.n_results, scored)
+                    .into_iter()
+                    .map(|neighbour| (view(neighbour.handle, &request.include), neighbour.distance))
+                    .collect()
+            })
+            .collect();
+        Ok(QueryResponse::new(results, request.include))
+    }
+}
+
+fn dimension_error(expected: usize, got: usize) -> ApiError {
+    ApiError::invalid(format!(
+        "Collection expecting embedding with dimension of {expected}, got {got}"
+    ))
+}
+
+/// Checks the batch's embeddings against the collection's dimension. Returns the
+/// dimension to record if this batch is the collection's first.
+fn check_dimension(set: &RecordSet, batch: &RecordBatch) -> Result<Option<usize>, ApiError> {
+    let Some(first) = batch
+        .embeddings
+        .as_ref()
+        .and_then(|embeddings| embeddings.first())
+    else {
+        return Ok(None);
+    };
+    match set.dimension {
+        Some(dimension) if dimension != first.len() => Err(dimension_error(dimension, first.len())),
+        Some(_) => Ok(None),
+        None => Ok(Some(first.len())),
+    }
+}
+
+/// Computes the changes of an add, upsert or update. Add skips ids that exist, update
+/// skips ids that do not, and upsert updates existing ids and inserts the rest.
+fn plan_writes(set: &mut RecordSet, kind: WriteKind, batch: RecordBatch) -> Vec<Change> {
+    let RecordBatch {
+        ids,
+        embeddings,
+        documents,
+        metadatas,
+        uris,
+    } = batch;
+    let mut embeddings = embeddings.map(Vec::into_iter);
+    let mut documents = documents.map(Vec::into_iter);
+    let mut metadatas = metadatas.map(Vec::into_iter);
+    let mut uris = uris.map(Vec::into_iter);
+
+    let mut changes = Vec::with_capacity(ids.len());
+    let mut next_position = set.next_position;
+    for id in ids {
+        let embedding = embeddings.as_mut().and_then(Iterator::next);
+        let document = documents.as_mut().and_then(Iterator::next).flatten();
+        let metadata = metadatas.as_mut().and_then(Iterator::next).flatten();
+        let uri = uris.as_mut().and_then(Iterator::next).flatten();
+
+        let existing = set.positions.get(&id).copied();
+        match (kind, existing) {
+            (WriteKind::Add, Some(_)) | (WriteKind::Update, None) => continue,
+            (WriteKind::Add | WriteKind::Upsert, None) => {
+                // Add and upsert carry embeddings for every row; the decoder checks it.
+                let Some(embedding) = embedding else { continue };
+                let record = Record {
+                    inverse_norm: index::inverse_norm(&embedding),
+                    id,
+                    embedding,
+                    document,
+                    metadata: metadata.map(insert_metadata).filter(|m| !m.is_empty()),
+                    uri,
+                };
+                changes.push(Change::Put {
+                    position: next_position,
+                    record,
+                });
+                next_position += 1;
+            }
+            (WriteKind::Upsert | WriteKind::Update, Some(position)) => {
+                let Some(current) = set.records.get(&position) else {
+                    continue;
+                };
+                let mut record = current.clone();
+                if let Some(embedding) = embedding {
+                    record.inverse_norm = index::inverse_norm(&embedding);
+                    record.embedding = embedding;
+                }
+                if document.is_some() {
+                    record.document = document;
+                }
+                if uri.is_some() {
+                    record.uri = uri;
+                }
+                if let Some(update) = metadata {
+                    record.metadata = merge_metadata(record.metadata.take(), update);
+                }
+                changes.push(Change::Put { position, record });
+            }
+        }
+    }
+    changes
+}
+
+/// Metadata of a new record: keys set to `null` are simply absent.
+fn insert_metadata(update: MetadataUpdate) -> Metadata {
+    update
+        .into_iter()
+        .filter_map(|(key, value)| value.map(|value| (key, value)))
+        .collect()
+}
+
+/// Applies an update to stored metadata: values replace, `null` deletes the key.
+fn merge_metadata(current: Option<Metadata>, update: MetadataUpdate) -> Option<Metadata> {
+    let mut merged = current.unwrap_or_default();
+    for (key, value) in update {
+        match value {
+            Some(value) => {
+                merged.insert(key, value);
+            }
+            None => {
+                merged.remove(&key);
+            }
+        }
+    }
+    (!merged.is_empty()).then_some(merged)
+}
+
+/// Iterates the records that match `ids` (when given) and the filter, in insertion
+/// order.
+fn matching<'a>(
+    set: &'a RecordSet,
+    ids: Option<&'a [String]>,
+    filter: &'a Filter,
+) -> Box<dyn Iterator<Item = (i64, &'a Record)> + 'a> {
+    let passes = move |record: &Record| {
+        filter.is_empty() || filter.matches(record.metadata.as_ref(), record.document.as_deref())
+    };
+    match ids {
+        Some(ids) => {
+            let mut positions: Vec<i64> = ids
+                .iter()
+                .filter_map(|id| set.positions.get(id).copied())
+                .collect::<HashSet<i64>>()
+                .into_iter()
+                .collect();
+            positions.sort_unstable();
+            Box::new(positions.into_iter().filter_map(move |position| {
+                set.records
+                    .get(&position)
+                    .filter(|record| passes(record))
+                    .map(|record| (position, record))
+            }))
+        }
+        None => Box::new(
+            set.records
+                .iter()
+                .filter(move |(_, record)| passes(record))
+                .map(|(position, record)| (*position, record)),
+        ),
+    }
+}
+
+fn view(record: &Record, include: &Include) -> RecordView {
+    RecordView {
+        id: record.id.clone(),
+        embedding: include
+            .contains(IncludeField::Embeddings)
+            .then(|| record.embedding.clone()),
+        document: include
+            .contains(IncludeField::Documents)
+            .then(|| record.document.clone())
+            .flatten(),
+        metadata: include
+            .contains(IncludeField::Metadatas)
+            .then(|| record.metadata.clone())
+            .flatten(),
+        uri: include
+            .contains(IncludeField::Uris)
+            .then(|| record.uri.clone())
+            .flatten(),
+    }
+}

@@ -1,0 +1,191 @@
+//! The in-memory catalog and record sets, mirrored from the store.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use api::config::CollectionConfiguration;
+use api::embedding::vector_from_bytes;
+use api::metadata::{decode_metadata_strict, Metadata, MetadataLimits};
+use index::Space;
+use parking_lot::RwLock;
+use store::{Snapshot, Store};
+use uuid::Uuid;
+
+use crate::OpenError;
+
+pub(crate) struct Catalog {
+    /// Tenant names in creation order.
+    pub tenants: Vec<String>,
+    /// Databases by tenant and name.
+    pub databases: BTreeMap<(String, String), DatabaseEntry>,
+    pub collections: HashMap<Uuid, CollectionEntry>,
+}
+
+pub(crate) struct DatabaseEntry {
+    pub id: String,
+    pub position: usize,
+}
+
+pub(crate) struct CollectionEntry {
+    pub id: Uuid,
+    pub name: String,
+    pub tenant: String,
+    pub database: String,
+    pub database_id: String,
+    pub configuration: CollectionConfiguration,
+    pub metadata: Option<Metadata>,
+    pub schema: Option<serde_json::Value>,
+    pub position: i64,
+    pub records: Arc<RwLock<RecordSet>>,
+}
+
+/// The records of one collection, in insertion order.
+pub(crate) struct RecordSet {
+    /// Set when the collection is deleted, so a writer that raced the delete stops.
+    pub deleted: bool,
+    pub space: Space,
+    /// Fixed by the first embedding written.
+    pub dimension: Option<usize>,
+    pub records: BTreeMap<i64, Record>,
+    pub positions: HashMap<String, i64>,
+    pub next_position: i64,
+}
+
+#[derive(Clone)]
+pub(crate) struct Record {
+    pub id: String,
+    pub embedding: Vec<f32>,
+    pub inverse_norm: f32,
+    pub document: Option<String>,
+    pub metadata: Option<Metadata>,
+    pub uri: Option<String>,
+}
+
+impl RecordSet {
+    pub fn new(space: Space, dimension: Option<usize>) -> RecordSet {
+        RecordSet {
+            deleted: false,
+            space,
+            dimension,
+            records: BTreeMap::new(),
+            positions: HashMap::new(),
+            next_position: 1,
+        }
+    }
+}
+
+/// Limits for data read back from the store, which passed validation when written.
+/// Unbounded, so lowering a limit never makes stored data unreadable.
+fn stored_metadata_limits() -> MetadataLimits {
+    MetadataLimits {
+        max_keys: usize::MAX,
+        max_key_bytes: usize::MAX,
+        max_string_bytes: usize::MAX,
+        max_array_items: usize::MAX,
+    }
+}
+
+/// Decodes metadata JSON written by the engine.
+pub(crate) fn decode_stored_metadata(json: Option<&str>) -> Result<Option<Metadata>, String> {
+    let Some(json) = json else {
+        return Ok(None);
+    };
+    let value: serde_json::Value = serde_json::from_str(json).map_err(|error| error.to_string())?;
+    decode_metadata_strict(&value, &stored_metadata_limits(), "stored metadata")
+        .map(Some)
+        .map_err(|error| error.message)
+}
+
+impl Catalog {
+    pub fn load(store: &Store, snapshot: Snapshot) -> Result<Catalog, OpenError> {
+        let damaged = |what: &str, detail: String| OpenError::Damaged(format!("{what}: {detail}"));
+
+        let tenants = snapshot.tenants.into_iter().map(|row| row.name).collect();
+        let mut databases = BTreeMap::new();
+        let mut database_names = HashMap::new();
+        for (position, row) in snapshot.databases.into_iter().enumerate() {
+            database_names.insert(row.id.clone(), (row.tenant.clone(), row.name.clone()));
+            databases.insert(
+                (row.tenant, row.name),
+                DatabaseEntry {
+                    id: row.id,
+                    position,
+                },
+            );
+        }
+
+        let mut collections = HashMap::new();
+        for row in snapshot.collections {
+            let id = Uuid::try_parse(&row.id)
+                .map_err(|error| damaged("collection id", error.to_string()))?;
+            let (tenant, database) = database_names
+                .get(&row.database_id)
+                .cloned()
+                .ok_or_else(|| damaged("collection", format!("{id} has no database")))?;
+            let configuration_json: serde_json::Value =
+                serde_json::from_str(&row.configuration_json)
+                    .map_err(|error| damaged("collection configuration", error.to_string()))?;
+            let configuration = CollectionConfiguration::from_stored(&configuration_json)
+                .map_err(|error| damaged("collection configuration", error.message))?;
+            let metadata = decode_stored_metadata(row.metadata_json.as_deref())
+                .map_err(|detail| damaged("collection metadata", detail))?;
+            let schema = row
+                .schema_json
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()
+                .map_err(|error| damaged("collection schema", error.to_string()))?;
+            let space = Space::from_name(&configuration.hnsw.space)
+                .ok_or_else(|| damaged("collection space", configuration.hnsw.space.clone()))?;
+            let dimension = row
+                .dimension
+                .map(|dimension| usize::try_from(dimension).unwrap_or(0));
+
+            let mut records = RecordSet::new(space, dimension);
+            store.for_each_record(&row.id, |record| {
+                let embedding = vector_from_bytes(&record.embedding).ok_or_else(|| {
+                    store::StoreError::BadValue(format!("embedding of a record in collection {id}"))
+                })?;
+                let metadata = decode_stored_metadata(record.metadata_json.as_deref())
+                    .map_err(store::StoreError::BadValue)?;
+                records.next_position = records.next_position.max(record.position + 1);
+                records.positions.insert(record.id.clone(), record.position);
+                records.records.insert(
+                    record.position,
+                    Record {
+                        id: record.id,
+                        inverse_norm: index::inverse_norm(&embedding),
+                        embedding,
+                        document: record.document,
+                        metadata,
+                        uri: record.uri,
+                    },
+                );
+                Ok(())
+            })?;
+            tracing::debug!(collection = %id, records = records.records.len(), "loaded collection");
+
+            collections.insert(
+                id,
+                CollectionEntry {
+                    id,
+                    name: row.name,
+                    tenant,
+                    database,
+                    database_id: row.database_id,
+                    configuration,
+                    metadata,
+                    schema,
+                    position: row.position,
+                    records: Arc::new(RwLock::new(records)),
+                },
+            );
+        }
+
+        Ok(Catalog {
+            tenants,
+            databases,
+            collections,
+        })
+    }
+}

@@ -1,0 +1,214 @@
+//! The server configuration: a TOML file, overridden by command-line flags.
+//!
+//! Every key is optional. Paths default to files inside the data directory, which is
+//! what `ravelin serve` creates on first start. Unknown keys are rejected so a typo
+//! never silently leaves a setting at its default.
+//!
+//! ```toml
+//! listen = "127.0.0.1:8000"
+//! data_dir = "ravelin-data"
+//! key_file = "/run/secrets/ravelin.key"   # default: <data_dir>/master.key
+//! policy = "/etc/ravelin/policy.toml"     # default: <data_dir>/policy.toml
+//! allow_reset = false
+//! max_body_bytes = 41943040
+//!
+//! [tls]
+//! certificate = "/etc/ravelin/server.pem" # default: <data_dir>/pki/server.pem
+//! key = "/etc/ravelin/server.key"         # default: <data_dir>/pki/server.key
+//! client_ca = "/etc/ravelin/clients-ca.pem" # default: <data_dir>/pki/ca.pem
+//!
+//! [limits]
+//! max_batch_size = 5461
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8000";
+pub const DEFAULT_DATA_DIR: &str = "ravelin-data";
+
+/// The configuration file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub policy: Option<PathBuf>,
+    pub allow_reset: Option<bool>,
+    pub max_body_bytes: Option<usize>,
+    #[serde(default)]
+    pub tls: TlsSection,
+    #[serde(default)]
+    pub limits: LimitsSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    pub certificate: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub client_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    pub max_batch_size: Option<usize>,
+    pub max_id_bytes: Option<usize>,
+    pub max_document_bytes: Option<usize>,
+    pub max_dimension: Option<usize>,
+    pub max_n_results: Option<usize>,
+}
+
+impl ConfigFile {
+    pub fn read(path: &Path) -> Result<ConfigFile> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the configuration file {}", path.display()))?;
+        toml::from_str(&text)
+            .with_context(|| format!("invalid configuration file {}", path.display()))
+    }
+}
+
+/// Settings after the file, the flags and the defaults are combined.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub key_file: PathBuf,
+    /// Whether the key file is the default one inside the data directory, which
+    /// `serve` may create on first start.
+    pub key_file_is_default: bool,
+    pub policy: PathBuf,
+    pub policy_is_default: bool,
+    pub tls_certificate: PathBuf,
+    pub tls_key: PathBuf,
+    pub client_ca: PathBuf,
+    /// Whether all three TLS paths are the development PKI's, which `serve` creates on
+    /// first start.
+    pub tls_is_default: bool,
+    pub allow_reset: bool,
+    pub max_body_bytes: usize,
+    pub limits: api::Limits,
+}
+
+/// Values given on the command line; each overrides the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub policy: Option<PathBuf>,
+    pub tls_certificate: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub client_ca: Option<PathBuf>,
+    pub allow_reset: bool,
+}
+
+impl Settings {
+    pub fn resolve(file: ConfigFile, overrides: Overrides) -> Result<Settings> {
+        let data_dir = overrides
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let pki = data_dir.join("pki");
+        let listen = match overrides.listen.or(file.listen) {
+            Some(listen) => listen,
+            None => DEFAULT_LISTEN
+                .parse()
+                .context("invalid default listen address")?,
+        };
+
+        let key_file = overrides.key_file.or(file.key_file);
+        let policy = overrides.policy.or(file.policy);
+        let tls_certificate = overrides.tls_certificate.or(file.tls.certificate);
+        let tls_key = overrides.tls_key.or(file.tls.key);
+        let client_ca = overrides.client_ca.or(file.tls.client_ca);
+        let tls_is_default = tls_certificate.is_none() && tls_key.is_none() && client_ca.is_none();
+
+        let mut limits = api::Limits::default();
+        let section = file.limits;
+        if let Some(value) = section.max_batch_size {
+            limits.max_batch_size = value;
+        }
+        if let Some(value) = section.max_id_bytes {
+            limits.max_id_bytes = value;
+        }
+        if let Some(value) = section.max_document_bytes {
+            limits.max_document_bytes = value;
+        }
+        if let Some(value) = section.max_dimension {
+            limits.max_dimension = value;
+        }
+        if let Some(value) = section.max_n_results {
+            limits.max_n_results = value;
+        }
+
+        Ok(Settings {
+            listen,
+            key_file_is_default: key_file.is_none(),
+            key_file: key_file.unwrap_or_else(|| data_dir.join("master.key")),
+            policy_is_default: policy.is_none(),
+            policy: policy.unwrap_or_else(|| data_dir.join("policy.toml")),
+            tls_certificate: tls_certificate
+                .unwrap_or_else(|| pki.join(crate::pki::SERVER_CERTIFICATE)),
+            tls_key: tls_key.unwrap_or_else(|| pki.join(crate::pki::SERVER_KEY)),
+            client_ca: client_ca.unwrap_or_else(|| pki.join(crate::pki::CA_CERTIFICATE)),
+            tls_is_default,
+            allow_reset: overrides.allow_reset || file.allow_reset.unwrap_or(false),
+            max_body_bytes: file.max_body_bytes.unwrap_or(40 * 1024 * 1024),
+            limits,
+            data_dir,
+        })
+    }
+
+    pub fn pki_dir(&self) -> PathBuf {
+        self.data_dir.join("pki")
+    }
+
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("db").join("ravelin.db")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_rejected() {
+        assert!(
+            toml::from_str::<ConfigFile>("listen = \"127.0.0.1:1\"\nlisten_adress = \"x\"")
+                .is_err()
+        );
+        assert!(toml::from_str::<ConfigFile>("[tls]\ncert = \"x\"").is_err());
+    }
+
+    #[test]
+    fn defaults_inside_data_dir() {
+        let file: ConfigFile = toml::from_str("data_dir = \"/srv/ravelin\"").unwrap();
+        let settings = Settings::resolve(file, Overrides::default()).unwrap();
+        assert_eq!(settings.key_file, Path::new("/srv/ravelin/master.key"));
+        assert_eq!(settings.client_ca, Path::new("/srv/ravelin/pki/ca.pem"));
+        assert_eq!(settings.listen.to_string(), DEFAULT_LISTEN);
+        assert!(settings.tls_is_default);
+        assert!(!settings.allow_reset);
+    }
+
+    #[test]
+    fn flags_override_file() {
+        let file: ConfigFile =
+            toml::from_str("listen = \"127.0.0.1:1\"\nallow_reset = false").unwrap();
+        let overrides = Overrides {
+            listen: Some("127.0.0.1:2".parse().unwrap()),
+            allow_reset: true,
+            ..Overrides::default()
+        };
+        let settings = Settings::resolve(file, overrides).unwrap();
+        assert_eq!(settings.listen.port(), 2);
+        assert!(settings.allow_reset);
+    }
+}

@@ -1,0 +1,111 @@
+//! `ravelin serve`: startup in order, then the accept loop until a signal.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use engine::Engine;
+use server::tls::{server_config, TlsPaths};
+use server::{AppState, FrontSettings};
+
+use crate::bootstrap;
+use crate::config::Settings;
+
+pub fn run(settings: Settings) -> Result<()> {
+    let prepared = bootstrap::prepare(&settings)?;
+
+    let tls = server_config(&TlsPaths {
+        certificate: settings.tls_certificate.clone(),
+        key: settings.tls_key.clone(),
+        client_ca: settings.client_ca.clone(),
+    })?;
+    let engine = Engine::open(prepared.store, settings.limits.clone())
+        .context("cannot load the database")?;
+
+    let listener = TcpListener::bind(settings.listen)
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let address = listener.local_addr()?;
+
+    // NOTE: the process keeps the privileges it was started with; dropping root and
+    // confining the process with Landlock and seccomp are not implemented yet.
+    if is_root() {
+        tracing::warn!("running as root; start Ravelin as an unprivileged user");
+    }
+
+    let state = Arc::new(AppState {
+        engine: Arc::new(engine),
+        policy: Arc::new(prepared.policy),
+        settings: FrontSettings {
+            allow_reset: settings.allow_reset,
+            max_body_bytes: settings.max_body_bytes,
+            ..FrontSettings::default()
+        },
+    });
+    if settings.allow_reset {
+        tracing::warn!("POST /api/v2/reset is enabled: a principal with a server-wide admin grant can delete everything");
+    }
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        tracing::info!("listening on https://{address} (TLS 1.3, client certificates required)");
+        print_connection_help(&settings, address);
+        server::serve(listener, tls, state, shutdown_signal()).await
+    })?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM; stop the server with SIGINT");
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("received SIGTERM"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("received SIGINT"),
+    }
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|line| line.starts_with("Uid:"))
+                .map(|line| line.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Prints how to connect with the stock Python client, using the development PKI's
+/// admin certificate.
+fn print_connection_help(settings: &Settings, address: SocketAddr) {
+    let host = if address.ip().is_unspecified() {
+        "localhost".to_string()
+    } else {
+        address.ip().to_string()
+    };
+    let clients = settings.pki_dir().join(crate::pki::CLIENTS_DIR);
+    println!(
+        "Ravelin is serving https://{address} with TLS 1.3; clients must present a certificate."
+    );
+    println!("Connect from Python (pip install chromadb-client==1.5.9 ./clients/python):");
+    println!("    import ravelin_client");
+    println!(
+        "    client = ravelin_client.connect({host:?}, {}, ca={:?}, cert={:?}, key={:?})",
+        address.port(),
+        settings.client_ca.display().to_string(),
+        clients.join("admin.pem").display().to_string(),
+        clients.join("admin.key").display().to_string(),
+    );
+    println!("Issue certificates for other principals with: ravelin pki issue-client NAME");
+}

@@ -1,0 +1,62 @@
+//! The network front: TLS 1.3 with mandatory client certificates, HTTP/1.1, routing,
+//! authorization and the Chroma API v2 handlers.
+//!
+//! A connection is served only after its TLS handshake verified a client certificate
+//! against the configured client CA. The certificate's identity is the principal of
+//! every request on that connection. For each request the server resolves the route
+//! from the method and path, decides authorization from the route alone, and only
+//! then reads the body (under a size cap) and decodes it into the `api` crate's typed
+//! requests. The engine runs on the blocking thread pool, because its writes wait for
+//! the disk.
+//!
+//! - [`tls`]: the rustls server configuration.
+//! - [`listener`]: the accept loop, handshake timeout and graceful shutdown.
+//! - `routes`: the route table.
+//! - `handlers`: one function per route.
+
+mod handlers;
+pub mod listener;
+mod routes;
+pub mod tls;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use auth::Policy;
+use engine::Engine;
+
+pub use listener::serve;
+
+/// Settings of the HTTP front.
+#[derive(Debug, Clone)]
+pub struct FrontSettings {
+    /// Whether `POST /api/v2/reset` may delete everything. Off by default.
+    pub allow_reset: bool,
+    /// Maximum request body in bytes. Default 40 MiB, Chroma's default.
+    pub max_body_bytes: usize,
+    /// Time a client has to complete the TLS handshake. Default 10 s.
+    pub handshake_timeout: Duration,
+    /// Time a client has to send a request's headers. Default 30 s.
+    pub header_read_timeout: Duration,
+    /// Time in-flight requests get to finish after a shutdown signal. Default 10 s.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for FrontSettings {
+    fn default() -> Self {
+        FrontSettings {
+            allow_reset: false,
+            max_body_bytes: 40 * 1024 * 1024,
+            handshake_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Everything a request handler needs.
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    pub policy: Arc<Policy>,
+    pub settings: FrontSettings,
+}

@@ -1,0 +1,142 @@
+//! The accept loop: TCP, the TLS handshake under a timeout, then HTTP/1.1.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::Request;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+
+use crate::handlers;
+use crate::AppState;
+
+/// Serves connections from `listener` until `shutdown` completes, then gives in-flight
+/// requests the configured grace period to finish.
+pub async fn serve(
+    listener: std::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let listener = TcpListener::from_std(listener)?;
+    let acceptor = TlsAcceptor::from(tls);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // Running out of file descriptors and similar conditions pass;
+                        // back off briefly instead of spinning.
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let acceptor = acceptor.clone();
+                let state = Arc::clone(&state);
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    let Some((tls_stream, client)) = handshake(&acceptor, &state, stream, peer).await else {
+                        return;
+                    };
+                    let header_read_timeout = state.settings.header_read_timeout;
+                    let client = Arc::new(client);
+                    let service = service_fn(move |request: Request<Incoming>| {
+                        let state = Arc::clone(&state);
+                        let client = Arc::clone(&client);
+                        async move { Ok::<_, std::convert::Infallible>(handlers::handle(state, client, request).await) }
+                    });
+                    let mut builder = http1::Builder::new();
+                    builder
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(header_read_timeout)
+                        .keep_alive(true);
+                    let connection = builder.serve_connection(TokioIo::new(tls_stream), service);
+                    if let Err(error) = watcher.watch(connection).await {
+                        tracing::debug!(%peer, %error, "connection ended with an error");
+                    }
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+
+    drop(listener);
+    tracing::info!("shutting down: waiting for in-flight requests");
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        () = tokio::time::sleep(state.settings.shutdown_grace) => {
+            tracing::warn!(grace = ?state.settings.shutdown_grace, "grace period over; closing remaining connections");
+        }
+    }
+    Ok(())
+}
+
+/// The authenticated peer of a connection.
+pub(crate) struct Client {
+    pub address: SocketAddr,
+    /// The principal, or why the verified certificate names none.
+    pub principal: Result<String, auth::IdentityError>,
+}
+
+/// Completes the TLS handshake under the configured timeout. A failure is logged and
+/// closes only this connection.
+async fn handshake(
+    acceptor: &TlsAcceptor,
+    state: &AppState,
+    stream: TcpStream,
+    peer: SocketAddr,
+) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, Client)> {
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%peer, %error, "cannot set TCP_NODELAY");
+    }
+    let tls_stream = match tokio::time::timeout(
+        state.settings.handshake_timeout,
+        acceptor.accept(stream),
+    )
+    .await
+    {
+        Ok(Ok(tls_stream)) => tls_stream,
+        Ok(Err(error)) => {
+            tracing::info!(%peer, %error, "TLS handshake failed");
+            return None;
+        }
+        Err(_) => {
+            tracing::info!(%peer, timeout = ?state.settings.handshake_timeout, "TLS handshake timed out");
+            return None;
+        }
+    };
+
+    // The verifier requires a client certificate, so a completed handshake has one.
+    let principal = match tls_stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+    {
+        Some(leaf) => auth::principal_from_certificate(leaf.as_ref()),
+        None => Err(auth::IdentityError::NoIdentity),
+    };
+    match &principal {
+        Ok(principal) => tracing::debug!(%peer, %principal, "client connected"),
+        Err(error) => tracing::warn!(%peer, %error, "client certificate names no usable principal"),
+    }
+    Some((
+        tls_stream,
+        Client {
+            address: peer,
+            principal,
+        },
+    ))
+}

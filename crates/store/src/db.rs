@@ -1,0 +1,651 @@
+//! The SQLCipher database: schema, migrations, and the engine's reads and writes.
+
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
+
+use crate::key::MasterKey;
+
+/// The schema version this build writes. Older versions are migrated at open; a newer
+/// version stops startup.
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA_V1: &str = "
+CREATE TABLE meta (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+CREATE TABLE tenants (
+    name TEXT PRIMARY KEY,
+    position INTEGER NOT NULL
+);
+CREATE TABLE databases (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL REFERENCES tenants(name) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    UNIQUE (tenant, name)
+);
+CREATE TABLE collections (
+    id TEXT PRIMARY KEY,
+    database_id TEXT NOT NULL REFERENCES databases(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    dimension INTEGER,
+    configuration TEXT NOT NULL,
+    metadata TEXT,
+    schema TEXT,
+    position INTEGER NOT NULL,
+    UNIQUE (database_id, name)
+);
+CREATE TABLE records (
+    collection_id TEXT NOT NULL REFERENCES collections(id) ON DELETE CASCADE,
+    id TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    document TEXT,
+    metadata TEXT,
+    uri TEXT,
+    embedding BLOB NOT NULL,
+    PRIMARY KEY (collection_id, id)
+);
+CREATE INDEX records_by_position ON records (collection_id, position);
+";
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "cannot decrypt the database {path}: the master key is wrong or the file is not a Ravelin database"
+    )]
+    WrongKey { path: PathBuf },
+    #[error("the database {path} does not exist")]
+    Missing { path: PathBuf },
+    #[error("the database {path} has schema version {found}, newer than this build supports ({supported}); upgrade Ravelin")]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
+    #[error("the database {path} is damaged: {detail}")]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("a stored value is damaged: {0}")]
+    BadValue(String),
+}
+
+pub struct TenantRow {
+    pub name: String,
+}
+
+pub struct DatabaseRow {
+    pub id: String,
+    pub tenant: String,
+    pub name: String,
+}
+
+/// A collection as stored. JSON columns are the engine's own encoding.
+pub struct CollectionRow {
+    pub id: String,
+    pub database_id: String,
+    pub name: String,
+    pub dimension: Option<i64>,
+    pub configuration_json: String,
+    pub metadata_json: Option<String>,
+    pub schema_json: Option<String>,
+    pub position: i64,
+}
+
+/// A record as stored. `position` orders records by first insertion and stays fixed on
+/// update; `seq` is the global sequence number of the last write to the record.
+#[derive(Clone)]
+pub struct RecordRow {
+    pub id: String,
+    pub position: i64,
+    pub seq: i64,
+    pub document: Option<String>,
+    pub metadata_json: Option<String>,
+    pub uri: Option<String>,
+    /// Little-endian f32 values.
+    pub embedding: Vec<u8>,
+}
+
+/// One change to a collection's records, applied with the others of its batch in one
+/// transaction.
+pub enum RecordWrite {
+    /// Insert the record, or replace the stored record with the same id.
+    Put(RecordRow),
+    Delete(String),
+}
+
+/// Everything in the database, read once at startup.
+pub struct Snapshot {
+    pub tenants: Vec<TenantRow>,
+    pub databases: Vec<DatabaseRow>,
+    pub collections: Vec<CollectionRow>,
+    pub last_seq: i64,
+}
+
+/// An open, keyed database. Not `Sync`: the engine serializes access behind a mutex.
+pub struct Store {
+    connection: Connection,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens an existing database with `key`. Verifies the key before anything is
+    /// written: with a wrong key, no file is created or changed.
+    pub fn open(path: &Path, key: &MasterKey) -> Result<Store, StoreError> {
+        if !path.exists() {
+            return Err(StoreError::Missing {
+                path: path.to_path_buf(),
+            });
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let connection = Connection::open_with_flags(path, flags)?;
+        let mut store = Store {
+            connection,
+            path: path.to_path_buf(),
+        };
+        store.apply_key(key)?;
+        store.configure()?;
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// Creates a new database at `path` keyed with `key`. Fails if the file exists.
+    pub fn create(path: &Path, key: &MasterKey) -> Result<Store, StoreError> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        if path.exists() {
+            return Err(StoreError::Corrupt {
+                path: path.to_path_buf(),
+                detail: "refusing to create a database over an existing file".into(),
+            });
+        }
+        // SQLite gives the write-ahead log and shared-memory files the mode of the
+        // database file, so creating it as 0600 keeps all three private.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|error| StoreError::Corrupt {
+                path: path.to_path_buf(),
+                detail: format!("cannot create the database file: {error}"),
+            })?;
+        let connection = Connection::open_with_flags(path, flags)?;
+        let mut store = Store {
+            connection,
+            path: path.to_path_buf(),
+        };
+        store.apply_key(key)?;
+        store.configure()?;
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn apply_key(&mut self, key: &MasterKey) -> Result<(), StoreError> {
+        let literal = key.sqlcipher_literal();
+        self.connection
+            .pragma_update(None, "key", literal.as_str())?;
+
+        // SQLCipher checks the key on the first read of a page, so read one now,
+        // before the journal mode or the schema can be touched.
+        let check: Result<i64, rusqlite::Error> =
+            self.connection
+                .query_row("SELECT count(*) FROM sqlite_master", [], |row| row.get(0));
+        match check {
+            Ok(_) => Ok(()),
+            Err(rusqlite::Error::SqliteFailure(error, _))
+                if error.code == rusqlite::ErrorCode::NotADatabase =>
+            {
+                Err(StoreError::WrongKey {
+                    path: self.path.clone(),
+                })
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    fn configure(&mut self) -> Result<(), StoreError> {
+        let mode: String = self
+            .connection
+            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Corrupt {
+                path: self.path.clone(),
+                detail: format!("cannot switch the journal to WAL (it is {mode})"),
+            });
+        }
+        self.connection.pragma_update(None, "synchronous", "FULL")?;
+        self.connection.pragma_update(None, "foreign_keys", "ON")?;
+        self.connection
+            .busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(())
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let has_meta: bool = self.connection.query_row(
+            "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
+            [],
+            |row| row.get(0),
+        )?;
+        let version = if has_meta {
+            self.meta_value("schema_version")?.unwrap_or(0)
+        } else {
+            0
+        };
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::TooNew {
+                path: self.path.clone(),
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        if version == SCHEMA_VERSION {
+            return Ok(());
+        }
+
+        let transaction = self.connection.transaction()?;
+        transaction.execute_batch(SCHEMA_V1)?;
+        transaction.execute(
+            "INSERT INTO meta (key, value) VALUES ('schema_version', ?1), ('last_seq', 0), ('next_position', 1)",
+            params![SCHEMA_VERSION],
+        )?;
+        transaction.commit()?;
+        Ok(())
+    }
+
+    fn meta_value(&self, key: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .connection
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |row| {
+                row.get(0)
+            })
+            .optional()?)
+    }
+
+    /// Runs SQLCipher's page HMAC check and SQLite's integrity check.
+    pub fn check_integrity(&self) -> Result<(), StoreError> {
+        let mut statement = self.connection.prepare("PRAGMA cipher_integrity_check")?;
+        let problems: Vec<String> = statement
+            .query_map([], |row| row.get(0))?
+            .collect::<Result<_, _>>()?;
+        if let Some(problem) = problems.first() {
+            return Err(StoreError::Corrupt {
+                path: self.path.clone(),
+                detail: problem.clone(),
+            });
+        }
+        let result: String = self
+            .connection
+            .query_row("PRAGMA quick_check", [], |row| row.get(0))?;
+        if result != "ok" {
+            return Err(StoreError::Corrupt {
+                path: self.path.clone(),
+                detail: result,
+            });
+        }
+        Ok(())
+    }
+
+    /// Reads the catalog: tenants, databases and collections, in creation order.
+    pub fn load_catalog(&self) -> Result<Snapshot, StoreError> {
+        let tenants = self
+            .connection
+            .prepare("SELECT name FROM tenants ORDER BY position")?
+            .query_map([], |row| Ok(TenantRow { name: row.get(0)? }))?
+            .collect::<Result<_, _>>()?;
+        let databases = self
+            .connection
+            .prepare("SELECT id, tenant, name FROM databases ORDER BY position")?
+            .query_map([], |row| {
+                Ok(DatabaseRow {
+                    id: row.get(0)?,
+                    tenant: row.get(1)?,
+                    name: row.get(2)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        let collections = self
+            .connection
+            .prepare(
+                "SELECT id, database_id, name, dimension, configuration, metadata, schema, position
+                 FROM collections ORDER BY position",
+            )?
+            .query_map([], |row| {
+                Ok(CollectionRow {
+                    id: row.get(0)?,
+                    database_id: row.get(1)?,
+                    name: row.get(2)?,
+                    dimension: row.get(3)?,
+                    configuration_json: row.get(4)?,
+                    metadata_json: row.get(5)?,
+                    schema_json: row.get(6)?,
+                    position: row.get(7)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        let last_seq = self.meta_value("last_seq")?.unwrap_or(0);
+        Ok(Snapshot {
+            tenants,
+            databases,
+            collections,
+            last_seq,
+        })
+    }
+
+    /// Calls `visit` for each record of a collection in position order.
+    pub fn for_each_record(
+        &self,
+        collection_id: &str,
+        mut visit: impl FnMut(RecordRow) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut statement = self.connection.prepare(
+            "SELECT id, position, seq, document, metadata, uri, embedding
+             FROM records WHERE collection_id = ?1 ORDER BY position",
+        )?;
+        let mut rows = statement.query([collection_id])?;
+        while let Some(row) = rows.next()? {
+            visit(RecordRow {
+                id: row.get(0)?,
+                position: row.get(1)?,
+                seq: row.get(2)?,
+                document: row.get(3)?,
+                metadata_json: row.get(4)?,
+                uri: row.get(5)?,
+                embedding: row.get(6)?,
+            })?;
+        }
+        Ok(())
+    }
+
+    pub fn create_tenant(&mut self, name: &str) -> Result<(), StoreError> {
+        let transaction = self.connection.transaction()?;
+        let position = next_position(&transaction)?;
+        transaction.execute(
+            "INSERT INTO tenants (name, position) VALUES (?1, ?2)",
+            params![name, position],
+        )?;
+        transaction.commit()?;
+        Ok(())
+    }
+
+    pub fn create_database(
+        &mut self,
+        id: &str,
+        tenant: &str,
+        name: &str,
+    ) -> Result<(), StoreError> {
+        let transaction = self.connection.transaction()?;
+        let position = next_position(&transaction)?;
+        transaction.execute(
+            "INSERT INTO databases (id, tenant, name, position) VALUES (?1, ?2, ?3, ?4)",
+            params![id, tenant, name, position],
+        )?;
+        transaction.commit()?;
+        Ok(())
+    }
+
+    /// Deletes a database with its collections and their records.
+    pub fn delete_database(&mut self, id: &str) -> Result<(), StoreError> {
+        self.connection
+            .execute("DELETE FROM databases WHERE id = ?1", [id])?;
+        Ok(())
+    }
+
+    /// Inserts a collection; returns its position.
+    pub fn create_collection(&mut self, row: &CollectionRow) -> Result<i64, StoreError> {
+        let transaction = self.connection.transaction()?;
+        let position = next_position(&transaction)?;
+        transaction.execute(
+            "INSERT INTO collections
+                (id, database_id, name, dimension, configuration, metadata, schema, position)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                row.id,
+                row.database_id,
+                row.name,
+                row.dimension,
+                row.configuration_json,
+                row.metadata_json,
+                row.schema_json,
+                position
+            ],
+        )?;
+        transaction.commit()?;
+        Ok(position)
+    }
+
+    /// Replaces the mutable fields of a collection.
+    pub fn update_collection(&mut self, row: &CollectionRow) -> Result<(), StoreError> {
+        self.connection.execute(
+            "UPDATE collections
+             SET name = ?2, dimension = ?3, configuration = ?4, metadata = ?5, schema = ?6
+             WHERE id = ?1",
+            params![
+                row.id,
+                row.name,
+                row.dimension,
+                row.configuration_json,
+                row.metadata_json,
+                row.schema_json
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Deletes a collection and its records.
+    pub fn delete_collection(&mut self, id: &str) -> Result<(), StoreError> {
+        self.connection
+            .execute("DELETE FROM collections WHERE id = ?1", [id])?;
+        Ok(())
+    }
+
+    /// Deletes every tenant, database, collection and record, then recreates the
+    /// default tenant and database.
+    pub fn reset(
+        &mut self,
+        default_tenant: &str,
+        default_database: (&str, &str),
+    ) -> Result<(), StoreError> {
+        let transaction = self.connection.transaction()?;
+        transaction.execute_batch(
+            "DELETE FROM records; DELETE FROM collections; DELETE FROM databases; DELETE FROM tenants;",
+        )?;
+        transaction.execute(
+            "INSERT INTO tenants (name, position) VALUES (?1, 0)",
+            [default_tenant],
+        )?;
+        transaction.execute(
+            "INSERT INTO databases (id, tenant, name, position) VALUES (?1, ?2, ?3, 0)",
+            params![default_database.0, default_tenant, default_database.1],
+        )?;
+        transaction.commit()?;
+        Ok(())
+    }
+
+    /// Applies a batch of record writes to one collection in a single transaction and
+    /// stamps the writes with the next sequence number, which it returns. With
+    /// `dimension` set, also records the collection's dimension (fixed by its first
+    /// write).
+    pub fn write_records(
+        &mut self,
+        collection_id: &str,
+        dimension: Option<i64>,
+        writes: &[RecordWrite],
+    ) -> Result<i64, StoreError> {
+        let transaction = self.connection.transaction()?;
+        let exists: bool = transaction.query_row(
+            "SELECT count(*) > 0 FROM collections WHERE id = ?1",
+            [collection_id],
+            |row| row.get(0),
+        )?;
+        if !exists {
+            return Err(StoreError::BadValue(format!(
+                "collection {collection_id} was deleted during the write"
+            )));
+        }
+
+        let seq = transaction.query_row(
+            "UPDATE meta SET value = value + 1 WHERE key = 'last_seq' RETURNING value",
+            [],
+            |row| row.get::<_, i64>(0),
+        )?;
+        if let Some(dimension) = dimension {
+            transaction.execute(
+                "UPDATE collections SET dimension = ?2 WHERE id = ?1",
+                params![collection_id, dimension],
+            )?;
+        }
+
+        {
+            let mut put = transaction.prepare_cached(
+                "INSERT OR REPLACE INTO records
+                    (collection_id, id, position, seq, document, metadata, uri, embedding)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?;
+            let mut delete = transaction
+                .prepare_cached("DELETE FROM records WHERE collection_id = ?1 AND id = ?2")?;
+            for write in writes {
+                match write {
+                    RecordWrite::Put(record) => {
+                        put.execute(params![
+                            collection_id,
+                            record.id,
+                            record.position,
+                            seq,
+                            record.document,
+                            record.metadata_json,
+                            record.uri,
+                            record.embedding
+                        ])?;
+                    }
+                    RecordWrite::Delete(id) => {
+                        delete.execute(params![collection_id, id])?;
+                    }
+                }
+            }
+        }
+        transaction.commit()?;
+        Ok(seq)
+    }
+}
+
+/// Takes the next catalog position. Positions order tenants, databases and
+/// collections by creation and are never reused.
+fn next_position(transaction: &Transaction<'_>) -> Result<i64, StoreError> {
+    let next: i64 = transaction.query_row(
+        "UPDATE meta SET value = value + 1 WHERE key = 'next_position' RETURNING value",
+        [],
+        |row| row.get(0),
+    )?;
+    Ok(next - 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::KEY_BYTES;
+
+    fn record(id: &str, position: i64) -> RecordRow {
+        RecordRow {
+            id: id.into(),
+            position,
+            seq: 0,
+            document: Some(format!("document {id}")),
+            metadata_json: None,
+            uri: None,
+            embedding: 1.0f32.to_le_bytes().to_vec(),
+        }
+    }
+
+    fn setup(dir: &Path) -> (PathBuf, Store) {
+        let path = dir.join("test.db");
+        let mut store = Store::create(&path, &MasterKey::from_bytes([3; KEY_BYTES])).unwrap();
+        store.create_tenant("t").unwrap();
+        store.create_database("d-id", "t", "d").unwrap();
+        store
+            .create_collection(&CollectionRow {
+                id: "c-id".into(),
+                database_id: "d-id".into(),
+                name: "c".into(),
+                dimension: None,
+                configuration_json: "{}".into(),
+                metadata_json: None,
+                schema_json: None,
+                position: 0,
+            })
+            .unwrap();
+        (path, store)
+    }
+
+    #[test]
+    fn records_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, mut store) = setup(dir.path());
+        let seq = store
+            .write_records("c-id", Some(1), &[RecordWrite::Put(record("a", 1))])
+            .unwrap();
+        assert_eq!(seq, 1);
+        drop(store);
+
+        let store = Store::open(&path, &MasterKey::from_bytes([3; KEY_BYTES])).unwrap();
+        let snapshot = store.load_catalog().unwrap();
+        assert_eq!(snapshot.collections[0].dimension, Some(1));
+        assert_eq!(snapshot.last_seq, 1);
+        let mut ids = Vec::new();
+        store
+            .for_each_record("c-id", |row| {
+                ids.push(row.id);
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(ids, ["a"]);
+        store.check_integrity().unwrap();
+    }
+
+    #[test]
+    fn wrong_key_rejected_without_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, store) = setup(dir.path());
+        drop(store);
+        let before = std::fs::read(&path).unwrap();
+
+        let result = Store::open(&path, &MasterKey::from_bytes([4; KEY_BYTES]));
+        assert!(matches!(result, Err(StoreError::WrongKey { .. })));
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+    }
+
+    #[test]
+    fn write_to_deleted_collection_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_path, mut store) = setup(dir.path());
+        store.delete_collection("c-id").unwrap();
+        let result = store.write_records("c-id", None, &[RecordWrite::Put(record("a", 1))]);
+        assert!(result.is_err());
+    }
+
+    #[test]
+    fn plaintext_absent_from_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, mut store) = setup(dir.path());
+        store
+            .write_records(
+                "c-id",
+                Some(1),
+                &[RecordWrite::Put(record("secret-id-7f3a", 1))],
+            )
+            .unwrap();
+        drop(store);
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            let needle = b"secret-id-7f3a";
+            assert!(!bytes.windows(needle.len()).any(|window| window == needle));
+        }
+        assert!(path.exists());
+    }
+}

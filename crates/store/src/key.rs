@@ -1,0 +1,199 @@
+//! The master key: 256 random bits, stored as 64 hexadecimal characters.
+
+use std::fmt;
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use zeroize::{Zeroize, Zeroizing};
+
+/// The length of the master key in bytes.
+pub const KEY_BYTES: usize = 32;
+
+/// A 256-bit key that keys the SQLCipher database. Its bytes are wiped on drop and it
+/// never appears in `Debug` output.
+pub struct MasterKey {
+    bytes: [u8; KEY_BYTES],
+}
+
+/// Why a key file could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("master key file {path} does not exist")]
+    Missing { path: PathBuf },
+    #[error("cannot read master key file {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("cannot write master key file {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+    #[error("master key file {path} is malformed: expected 64 hexadecimal characters (256 bits)")]
+    Malformed { path: PathBuf },
+    #[error(
+        "master key file {path} is readable by other users (mode {mode:o}); run `chmod 400 {path}`"
+    )]
+    TooOpen { path: PathBuf, mode: u32 },
+}
+
+impl MasterKey {
+    /// Wraps raw key bytes, for example from a random source.
+    pub fn from_bytes(bytes: [u8; KEY_BYTES]) -> Self {
+        MasterKey { bytes }
+    }
+
+    /// Reads a key file of 64 hexadecimal characters, optionally followed by a newline.
+    /// The file must not be readable or writable by group or others.
+    pub fn read_file(path: &Path) -> Result<Self, KeyError> {
+        let metadata = match fs::metadata(path) {
+            Ok(metadata) => metadata,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                return Err(KeyError::Missing {
+                    path: path.to_path_buf(),
+                })
+            }
+            Err(source) => {
+                return Err(KeyError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+        };
+        let mode = metadata.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(KeyError::TooOpen {
+                path: path.to_path_buf(),
+                mode,
+            });
+        }
+
+        let text = Zeroizing::new(fs::read_to_string(path).map_err(|source| KeyError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?);
+        Self::parse_hex(text.trim_end_matches(['\n', '\r'])).ok_or_else(|| KeyError::Malformed {
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Writes the key to a new file with mode 0400. Fails if the file exists, so a
+    /// key is never overwritten.
+    pub fn write_new_file(&self, path: &Path) -> Result<(), KeyError> {
+        let write_error = |source| KeyError::Write {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o400)
+            .open(path)
+            .map_err(write_error)?;
+        let mut text = Zeroizing::new(self.to_hex());
+        text.push('\n');
+        file.write_all(text.as_bytes()).map_err(write_error)?;
+        file.sync_all().map_err(write_error)?;
+        Ok(())
+    }
+
+    /// Returns the key as SQLCipher's raw-key literal, `x'<64 hex>'`, which skips the
+    /// passphrase key derivation because the key is already 256 random bits.
+    pub fn sqlcipher_literal(&self) -> Zeroizing<String> {
+        Zeroizing::new(format!("x'{}'", self.to_hex().as_str()))
+    }
+
+    fn to_hex(&self) -> Zeroizing<String> {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut text = Zeroizing::new(String::with_capacity(KEY_BYTES * 2));
+        for byte in self.bytes {
+            text.push(char::from(DIGITS[usize::from(byte >> 4)]));
+            text.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+        }
+        text
+    }
+
+    fn parse_hex(text: &str) -> Option<Self> {
+        let digits = text.as_bytes();
+        if digits.len() != KEY_BYTES * 2 {
+            return None;
+        }
+        let mut bytes = [0u8; KEY_BYTES];
+        for (byte, pair) in bytes.iter_mut().zip(digits.chunks_exact(2)) {
+            let high = char::from(pair[0]).to_digit(16)?;
+            let low = char::from(pair[1]).to_digit(16)?;
+            *byte = u8::try_from(high * 16 + low).ok()?;
+        }
+        Some(MasterKey { bytes })
+    }
+}
+
+impl Drop for MasterKey {
+    fn drop(&mut self) {
+        self.bytes.zeroize();
+    }
+}
+
+impl fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MasterKey(..)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_file_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("master.key");
+        let key = MasterKey::from_bytes([7; KEY_BYTES]);
+        key.write_new_file(&path).unwrap();
+
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o400);
+        let read = MasterKey::read_file(&path).unwrap();
+        assert_eq!(read.bytes, key.bytes);
+    }
+
+    #[test]
+    fn key_file_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("master.key");
+        MasterKey::from_bytes([1; KEY_BYTES])
+            .write_new_file(&path)
+            .unwrap();
+        assert!(MasterKey::from_bytes([2; KEY_BYTES])
+            .write_new_file(&path)
+            .is_err());
+        assert_eq!(MasterKey::read_file(&path).unwrap().bytes, [1; KEY_BYTES]);
+    }
+
+    #[test]
+    fn malformed_key_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("master.key");
+        fs::write(&path, "abc\n").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o400)).unwrap();
+        assert!(matches!(
+            MasterKey::read_file(&path),
+            Err(KeyError::Malformed { .. })
+        ));
+    }
+
+    #[test]
+    fn group_readable_key_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("master.key");
+        fs::write(&path, "00".repeat(KEY_BYTES)).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(matches!(
+            MasterKey::read_file(&path),
+            Err(KeyError::TooOpen { .. })
+        ));
+    }
+
+    #[test]
+    fn debug_hides_key() {
+        let key = MasterKey::from_bytes([0xab; KEY_BYTES]);
+        assert!(!format!("{key:?}").contains("ab"));
+    }
+}
