@@ -3,7 +3,7 @@
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-/// Why a certificate names no usable principal.
+/// An error deriving a principal from a certificate.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum IdentityError {
     #[error("the client certificate cannot be parsed")]

@@ -293,10 +293,11 @@ impl Engine {
             position: 0,
             records: Arc::new(RwLock::new(RecordSet::new(space, None))),
         };
+        let row = entry.to_row();
         entry.position = self
             .store
             .lock()
-            .create_collection(&entry.to_row())
+            .create_collection(&row)
             .map_err(internal)?;
         let response = entry.to_response();
         catalog.collections.insert(entry.id, entry);
@@ -369,7 +370,8 @@ impl Engine {
         }
         entry.configuration = configuration;
 
-        if let Err(error) = self.store.lock().update_collection(&entry.to_row()) {
+        let row = entry.to_row();
+        if let Err(error) = self.store.lock().update_collection(&row) {
             (entry.name, entry.metadata, entry.configuration) = previous;
             return Err(internal(error));
         }

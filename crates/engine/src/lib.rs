@@ -78,16 +78,19 @@ impl Engine {
     /// checks that reset is enabled and allowed.
     pub fn reset(&self) -> Result<(), ApiError> {
         let mut catalog = self.catalog.write();
-        let mut store = self.store.lock();
-        store
-            .reset(DEFAULT_TENANT, (DEFAULT_DATABASE_ID, DEFAULT_DATABASE))
-            .map_err(internal)?;
+
+        // Writers take a collection's lock before the store's, so every record set is
+        // marked first and the store is locked only after in-flight writes finish.
         for collection in catalog.collections.values() {
             collection.records.write().deleted = true;
         }
+        let mut store = self.store.lock();
+        let reset = store.reset(DEFAULT_TENANT, (DEFAULT_DATABASE_ID, DEFAULT_DATABASE));
+
+        // Reload whether or not the reset committed, so memory matches the disk.
         let snapshot = store.load_catalog().map_err(internal)?;
         *catalog = Catalog::load(&store, snapshot).map_err(|error| internal(error.to_string()))?;
-        Ok(())
+        reset.map_err(internal)
     }
 }
 

@@ -125,10 +125,18 @@ impl Engine {
             .collect();
 
         let stored_dimension = new_dimension.map(|d| d as i64);
-        self.store
+        let written = self
+            .store
             .lock()
-            .write_records(&id.to_string(), stored_dimension, &writes)
-            .map_err(internal)?;
+            .write_records(&id.to_string(), stored_dimension, &writes);
+        match written {
+            Ok(_) => {}
+            // The collection was deleted between the lookup and this write.
+            Err(store::StoreError::CollectionMissing(_)) => {
+                return Err(collection_not_found(&id.to_string()))
+            }
+            Err(error) => return Err(internal(error)),
+        }
 
         let count = changes.len();
         if new_dimension.is_some() {

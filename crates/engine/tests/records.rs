@@ -1,5 +1,5 @@
 //! Engine behaviour against a real encrypted store in a temporary directory, including
-//! the cases where Chroma 1.5.9 returns wrong answers and Ravelin must not.
+//! the cases where Chroma 1.5.9 returns wrong results.
 
 #![allow(clippy::unwrap_used)] // Test helpers unwrap: a panic is a test failure.
 
@@ -357,4 +357,50 @@ fn delete_with_limit_stops_early() {
         2
     );
     assert_eq!(ids(&get(&fixture.engine, id, json!({}))), ["c"]);
+}
+
+/// Writers lock a collection before the store, and deletes and reset lock the store;
+/// this runs them against each other and fails if they deadlock.
+#[test]
+fn concurrent_writes_and_deletes_finish() {
+    let fixture = fixture();
+    let engine = std::sync::Arc::new(fixture.engine);
+    let (done, finished) = std::sync::mpsc::channel();
+
+    let mut workers = Vec::new();
+    for worker in 0..3 {
+        let engine = std::sync::Arc::clone(&engine);
+        let done = done.clone();
+        workers.push(std::thread::spawn(move || {
+            for round in 0..30 {
+                let name = format!("race-{worker}-{}", round % 3);
+                let body = json!({"name": name, "get_or_create": true});
+                let request = CreateCollection::decode(&body, &Limits::default()).unwrap();
+                let Ok(collection) = engine.create_collection(T, D, request) else {
+                    continue;
+                };
+                let id = Uuid::try_parse(&collection.id).unwrap();
+                let batch = json!({"ids": [format!("r{round}")], "embeddings": [[1.0]]});
+                // A write may find its collection deleted by another thread: 404, not 500.
+                if let Err(error) = write(&engine, id, WriteKind::Add, batch) {
+                    assert_eq!(error.status(), 404, "{error}");
+                }
+                if round % 4 == worker {
+                    let _ = engine.delete_collection_by_name(T, D, &name);
+                }
+                if worker == 0 && round % 10 == 9 {
+                    engine.reset().unwrap();
+                }
+            }
+            done.send(()).unwrap();
+        }));
+    }
+    for _ in 0..3 {
+        finished
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("a worker did not finish within 60 s: deadlock");
+    }
+    for worker in workers {
+        worker.join().unwrap();
+    }
 }

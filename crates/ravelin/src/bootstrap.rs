@@ -25,7 +25,7 @@ use store::{MasterKey, Store};
 use crate::config::Settings;
 use crate::pki;
 
-/// What startup found or created.
+/// The store and policy that startup opened or created.
 pub struct Prepared {
     pub store: Store,
     pub policy: Policy,

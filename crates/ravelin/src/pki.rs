@@ -2,7 +2,7 @@
 //! certificates whose subject common name is the principal.
 //!
 //! Keys are ECDSA P-256. The CA key stays in the data directory with mode 0600, which
-//! suits development; production deployments bring certificates from their own CA and
+//! suits development. Production deployments bring certificates from their own CA and
 //! point the configuration at them.
 
 use std::fs;

@@ -45,7 +45,8 @@ impl Reply {
     }
 }
 
-/// Serves one request. Never fails: every error becomes Chroma's error JSON.
+/// Serves one request. Every error, including a failed engine task, becomes Chroma's
+/// error JSON with its status.
 pub(crate) async fn handle(
     state: Arc<AppState>,
     client: Arc<Client>,
@@ -136,8 +137,8 @@ fn database_of(scope: &Scope) -> Resource<'_> {
     }
 }
 
-/// The action and resource of a route, decided before the body is read, so a request
-/// that is not allowed is never decoded.
+/// Decides a request from its route alone, before the body is read, so a request that
+/// is not allowed is never decoded.
 fn authorize(state: &AppState, principal: &str, route: &Route) -> Result<(), ApiError> {
     let forbidden = || {
         ApiError::new(

@@ -52,7 +52,7 @@ CREATE TABLE records (
 CREATE INDEX records_by_position ON records (collection_id, position);
 ";
 
-/// Why the store failed.
+/// An error from the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(
@@ -73,6 +73,8 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("a stored value is damaged: {0}")]
     BadValue(String),
+    #[error("collection {0} no longer exists")]
+    CollectionMissing(String),
 }
 
 pub struct TenantRow {
@@ -485,9 +487,7 @@ impl Store {
             |row| row.get(0),
         )?;
         if !exists {
-            return Err(StoreError::BadValue(format!(
-                "collection {collection_id} was deleted during the write"
-            )));
+            return Err(StoreError::CollectionMissing(collection_id.to_string()));
         }
 
         let seq = transaction.query_row(

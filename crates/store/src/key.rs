@@ -17,7 +17,7 @@ pub struct MasterKey {
     bytes: [u8; KEY_BYTES],
 }
 
-/// Why a key file could not be read or written.
+/// An error reading or writing a key file.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error("master key file {path} does not exist")]
