@@ -224,7 +224,7 @@ fn apply_hnsw(
                 hnsw.ef_construction = parse_bounded(value, key, 1, MAX_EF)?
             }
             ("ef_search", _) => hnsw.ef_search = parse_bounded(value, key, 1, MAX_EF)?,
-            ("max_neighbors", _) => hnsw.max_neighbors = parse_bounded(value, key, 2, MAX_NEIGHBORS)?,
+            ("max_neighbors", _) => hnsw.max_neighbors = parse_bounded(value, key, 1, MAX_NEIGHBORS)?,
             ("resize_factor", _) => hnsw.resize_factor = parse_resize_factor(value)?,
             ("sync_threshold", _) => hnsw.sync_threshold = parse_bounded(value, key, 2, MAX_BATCH)?,
             ("num_threads", _) => hnsw.num_threads = Some(parse_bounded(value, key, 1, MAX_THREADS)?),
@@ -254,7 +254,7 @@ fn apply_legacy_metadata(
             "space" => hnsw.space = parse_space(&json)?,
             "construction_ef" => hnsw.ef_construction = parse_bounded(&json, key, 1, MAX_EF)?,
             "search_ef" => hnsw.ef_search = parse_bounded(&json, key, 1, MAX_EF)?,
-            "M" => hnsw.max_neighbors = parse_bounded(&json, key, 2, MAX_NEIGHBORS)?,
+            "M" => hnsw.max_neighbors = parse_bounded(&json, key, 1, MAX_NEIGHBORS)?,
             "num_threads" => hnsw.num_threads = Some(parse_bounded(&json, key, 1, MAX_THREADS)?),
             "resize_factor" => hnsw.resize_factor = parse_resize_factor(&json)?,
             "batch_size" => hnsw.batch_size = Some(parse_bounded(&json, key, 2, MAX_BATCH)?),
@@ -293,9 +293,9 @@ fn parse_bounded(value: &Value, key: &str, min: u64, max: u64) -> Result<u64, Ap
 
 fn parse_resize_factor(value: &Value) -> Result<f64, ApiError> {
     match value.as_f64() {
-        Some(factor) if factor.is_finite() && factor > 1.0 && factor <= 100.0 => Ok(factor),
+        Some(factor) if (1.0..=100.0).contains(&factor) => Ok(factor),
         _ => Err(ApiError::invalid(format!(
-            "Invalid HNSW parameter resize_factor: expected a number above 1 and at most 100, got {}",
+            "Invalid HNSW parameter resize_factor: expected a number from 1 to 100, got {}",
             printable(&value.to_string())
         ))),
     }

@@ -121,14 +121,24 @@ fn check_dimension(dimension: usize, row: usize, max_dimension: usize) -> Result
     Ok(())
 }
 
+/// The largest magnitude an embedding value may have. With values bounded so, every
+/// squared L2 distance and dot product over the maximum dimension of 65,536 stays
+/// below `f32::MAX` (65,536 × (2 × 10^16)^2 ≈ 2.6 × 10^37), so no distance overflows
+/// to infinity or NaN. Real embeddings are many orders of magnitude smaller.
+pub const MAX_EMBEDDING_MAGNITUDE: f32 = 1e16;
+
 fn finite_f32(value: f32, row: usize) -> Result<f32, ApiError> {
-    if value.is_finite() {
-        Ok(value)
-    } else {
-        Err(ApiError::invalid(format!(
+    if !value.is_finite() {
+        return Err(ApiError::invalid(format!(
             "Invalid embedding at index {row}: values must be finite float32 numbers (NaN and infinity are rejected)"
-        )))
+        )));
     }
+    if value.abs() > MAX_EMBEDDING_MAGNITUDE {
+        return Err(ApiError::invalid(format!(
+            "Invalid embedding at index {row}: value {value:e} exceeds the maximum magnitude of 1e16"
+        )));
+    }
+    Ok(value)
 }
 
 /// Encodes a vector as little-endian f32 bytes, the stored form.
@@ -170,7 +180,14 @@ mod tests {
         let nan = base64::engine::general_purpose::STANDARD.encode(f32::NAN.to_le_bytes());
         let infinity =
             base64::engine::general_purpose::STANDARD.encode(f32::INFINITY.to_le_bytes());
-        for value in [json!(nan), json!(infinity), json!([1e39]), json!([-1e39])] {
+        for value in [
+            json!(nan),
+            json!(infinity),
+            json!([1e39]),
+            json!([-1e39]),
+            json!([3e38]),
+            json!([1e17]),
+        ] {
             let error = decode_embedding(&value, 3, 16).unwrap_err();
             assert_eq!(error.status(), 400);
             assert!(error.message.contains("index 3"), "{}", error.message);

@@ -9,7 +9,8 @@ const MIN_NAME_CHARS: usize = 3;
 const MAX_NAME_CHARS: usize = 512;
 
 /// Checks Chroma's name rule: 3 to 512 characters from `[a-zA-Z0-9._-]`, starting and
-/// ending with a letter or digit. `what` is "collection", "database" or "tenant".
+/// ending with a letter or digit, without `..`, and not an IPv4 address. `what` is
+/// "collection", "database" or "tenant".
 pub fn validate_name(what: &str, name: &str) -> Result<(), ApiError> {
     let valid_length = (MIN_NAME_CHARS..=MAX_NAME_CHARS).contains(&name.len());
     let valid_chars = name
@@ -24,13 +25,25 @@ pub fn validate_name(what: &str, name: &str) -> Result<(), ApiError> {
             .last()
             .is_some_and(|b| b.is_ascii_alphanumeric());
 
-    if valid_length && valid_chars && valid_ends {
-        return Ok(());
+    if !(valid_length && valid_chars && valid_ends) {
+        return Err(ApiError::invalid(format!(
+            "Expected a name containing 3-512 characters from [a-zA-Z0-9._-], starting and ending with a character in [a-zA-Z0-9]. Got {what} name: [{}]",
+            printable(name)
+        )));
     }
-    Err(ApiError::invalid(format!(
-        "Expected a name containing 3-512 characters from [a-zA-Z0-9._-], starting and ending with a character in [a-zA-Z0-9]. Got {what} name: [{}]",
-        printable(name)
-    )))
+    if name.contains("..") {
+        return Err(ApiError::invalid(format!(
+            "Expected {what} name to not contain two consecutive periods (..). Got {what} name: [{}]",
+            printable(name)
+        )));
+    }
+    if name.parse::<std::net::Ipv4Addr>().is_ok() {
+        return Err(ApiError::invalid(format!(
+            "Expected {what} name to not be a valid IPv4 address. Got {what} name: [{}]",
+            printable(name)
+        )));
+    }
+    Ok(())
 }
 
 /// Parses a collection id from a path segment.

@@ -141,6 +141,11 @@ impl Settings {
             limits.max_document_bytes = value;
         }
         if let Some(value) = section.max_dimension {
+            // Distances stay finite only up to this dimension; see
+            // api::embedding::MAX_EMBEDDING_MAGNITUDE.
+            if value == 0 || value > 65_536 {
+                anyhow::bail!("invalid limits.max_dimension {value}: expected 1 to 65536");
+            }
             limits.max_dimension = value;
         }
         if let Some(value) = section.max_n_results {
