@@ -98,3 +98,16 @@ def test_invalid_add_body_rejected(server, case):
     assert response.status_code == 400, response.text
     assert response.json()["error"] == "InvalidArgumentError"
     assert collection.count() == 1
+
+
+def test_error_carries_trace_id(server):
+    """Found by Chroma's test suite (test_error_includes_trace_id): the stock client
+    attaches the chroma-trace-id header of an error response to the exception."""
+    with server.http_client() as http:
+        response = http.get(f"{DB_PATH}/collections/no-such-collection")
+
+    assert response.status_code == 404, response.text
+    trace_id = response.headers.get("chroma-trace-id")
+    assert trace_id is not None
+    assert len(trace_id) == 32
+    int(trace_id, 16)

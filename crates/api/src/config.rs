@@ -11,44 +11,8 @@ use serde_json::{json, Map, Value};
 use crate::error::ApiError;
 use crate::metadata::{printable, Metadata, MetadataValue};
 
-/// Embedding-function names the Chroma 1.5.9 Python client registers, dense and sparse.
-/// A `known` configuration must name one of them.
-pub const KNOWN_EMBEDDING_FUNCTIONS: &[&str] = &[
-    "amazon_bedrock",
-    "baseten",
-    "bm25",
-    "chroma-cloud-qwen",
-    "chroma-cloud-splade",
-    "chroma_bm25",
-    "chroma_langchain",
-    "cloudflare_workers_ai",
-    "cohere",
-    "default",
-    "fastembed_sparse",
-    "google_gemini",
-    "google_generative_ai",
-    "google_genai",
-    "google_palm",
-    "google_vertex",
-    "huggingface",
-    "huggingface_server",
-    "huggingface_sparse",
-    "instructor",
-    "jina",
-    "mistral",
-    "morph",
-    "nomic",
-    "ollama",
-    "onnx_mini_lm_l6_v2",
-    "open_clip",
-    "openai",
-    "perplexity",
-    "roboflow",
-    "sentence_transformer",
-    "text2vec",
-    "together_ai",
-    "voyageai",
-];
+/// Maximum length of an embedding-function name.
+const MAX_FUNCTION_NAME_BYTES: usize = 128;
 
 /// Bounds on HNSW parameters. They guard memory and time per request.
 const MAX_EF: u64 = 65_536;
@@ -301,10 +265,12 @@ fn parse_resize_factor(value: &Value) -> Result<f64, ApiError> {
     }
 }
 
-/// Checks an embedding-function record: `legacy`, `unknown`, or `known` with a name
-/// from [`KNOWN_EMBEDDING_FUNCTIONS`]. No key at any depth may be `trust_remote_code`
-/// set to anything but `false`, because a client that rebuilds the function from this
-/// record would then run code from a model repository.
+/// Checks an embedding-function record: `legacy`, `unknown`, or `known` with a name of
+/// up to 128 characters from `[A-Za-z0-9_.:-]`. The name is not checked against a
+/// list, because clients register their own functions under names of their choosing
+/// and the server never instantiates any of them. No key at any depth may be
+/// `trust_remote_code` set to anything but `false`, because a client that rebuilds the
+/// function from this record would then run code from a model repository.
 fn validate_embedding_function(value: &Value, max_bytes: usize) -> Result<Option<Value>, ApiError> {
     if value.is_null() {
         return Ok(None);
@@ -322,9 +288,14 @@ fn validate_embedding_function(value: &Value, max_bytes: usize) -> Result<Option
             let name = object.get("name").and_then(Value::as_str).ok_or_else(|| {
                 ApiError::invalid("Invalid embedding_function: a known function needs a name")
             })?;
-            if !KNOWN_EMBEDDING_FUNCTIONS.contains(&name) {
+            let valid_name = !name.is_empty()
+                && name.len() <= MAX_FUNCTION_NAME_BYTES
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'));
+            if !valid_name {
                 return Err(ApiError::invalid(format!(
-                    "Invalid embedding_function: [{}] is not a known embedding function",
+                    "Invalid embedding_function name [{}]: expected 1-128 characters from [A-Za-z0-9_.:-]",
                     printable(name)
                 )));
             }
@@ -453,10 +424,22 @@ mod tests {
     }
 
     #[test]
-    fn unknown_function_name_rejected() {
-        let configuration =
-            json!({"embedding_function": {"type": "known", "name": "evil_loader", "config": {}}});
-        assert!(CollectionConfiguration::from_create(Some(&configuration), None, MAX).is_err());
+    fn malformed_function_name_rejected() {
+        for name in ["", "../loader", "a b", "x\u{0}y"] {
+            let configuration =
+                json!({"embedding_function": {"type": "known", "name": name, "config": {}}});
+            assert!(
+                CollectionConfiguration::from_create(Some(&configuration), None, MAX).is_err(),
+                "{name:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn custom_function_name_accepted() {
+        let configuration = json!({"embedding_function": {"type": "known", "name": "simple_ef", "config": {"dim": 8}}});
+        let config = CollectionConfiguration::from_create(Some(&configuration), None, MAX).unwrap();
+        assert_eq!(config.to_json()["embedding_function"]["name"], "simple_ef");
     }
 
     #[test]

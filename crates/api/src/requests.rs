@@ -72,7 +72,7 @@ impl CreateCollection {
         validate_name("collection", &name)?;
 
         let metadata = field(object, "metadata")
-            .map(|value| decode_metadata_strict(value, &limits.metadata, "collection metadata"))
+            .map(|value| decode_collection_metadata(value, limits))
             .transpose()?;
         let configuration = CollectionConfiguration::from_create(
             field(object, "configuration"),
@@ -98,6 +98,17 @@ impl CreateCollection {
             get_or_create,
         })
     }
+}
+
+/// Decodes collection metadata, which must have at least one key when present.
+fn decode_collection_metadata(value: &Value, limits: &Limits) -> Result<Metadata, ApiError> {
+    let metadata = decode_metadata_strict(value, &limits.metadata, "collection metadata")?;
+    if metadata.is_empty() {
+        return Err(ApiError::invalid(
+            "Expected collection metadata to be a non-empty dict or null, got {}",
+        ));
+    }
+    Ok(metadata)
 }
 
 fn decode_schema(value: &Value) -> Result<Value, ApiError> {
@@ -138,7 +149,7 @@ impl UpdateCollection {
             validate_name("collection", name)?;
         }
         let new_metadata = field(object, "new_metadata")
-            .map(|value| decode_metadata_strict(value, &limits.metadata, "collection metadata"))
+            .map(|value| decode_collection_metadata(value, limits))
             .transpose()?;
         let new_configuration = field(object, "new_configuration").cloned();
         if let Some(configuration) = &new_configuration {
@@ -284,7 +295,7 @@ impl DeleteRecords {
             field(object, "where_document"),
             &limits.filter,
         )?;
-        let limit = decode_count(field(object, "limit"), "limit", 1, limits.max_get_limit)?;
+        let limit = decode_count(field(object, "limit"), "limit", 0, limits.max_get_limit)?;
         Ok(DeleteRecords { ids, filter, limit })
     }
 }
@@ -746,6 +757,31 @@ mod tests {
                 .status(),
             400
         );
+    }
+
+    /// Found by Chroma's test suite (property/test_collections.py): collection
+    /// metadata may be null but not an empty object.
+    #[test]
+    fn empty_collection_metadata_rejected() {
+        let create = json!({"name": "abc", "metadata": {}});
+        assert_eq!(
+            CreateCollection::decode(&create, &limits())
+                .unwrap_err()
+                .status(),
+            400
+        );
+        let modify = json!({"new_metadata": {}});
+        assert_eq!(
+            UpdateCollection::decode(&modify, &limits())
+                .unwrap_err()
+                .status(),
+            400
+        );
+        let null = json!({"name": "abc", "metadata": null});
+        assert!(CreateCollection::decode(&null, &limits())
+            .unwrap()
+            .metadata
+            .is_none());
     }
 
     #[test]

@@ -201,6 +201,20 @@ impl Engine {
             }
         }
 
+        // Chroma rejects a query restricted to an id that does not exist, where a get
+        // would return nothing for it.
+        if let Some(missing) = request
+            .ids
+            .iter()
+            .flatten()
+            .find(|id| !set.positions.contains_key(id.as_str()))
+        {
+            return Err(ApiError::invalid(format!(
+                "Error finding id [{}]: it does not exist in the collection",
+                api::metadata::printable(missing)
+            )));
+        }
+
         let candidates: Vec<&Record> = matching(&set, request.ids.as_deref(), &request.filter)
             .map(|(_, record)| record)
             .collect();

@@ -404,3 +404,51 @@ fn concurrent_writes_and_deletes_finish() {
         worker.join().unwrap();
     }
 }
+
+/// Found by Chroma's test suite (test_delete_with_limit_zero_is_noop): a delete with
+/// `limit` 0 removes nothing instead of being rejected.
+#[test]
+fn delete_with_limit_zero_is_noop() {
+    let fixture = fixture();
+    let id = create(&fixture.engine, "letters", Value::Null);
+    write(
+        &fixture.engine,
+        id,
+        WriteKind::Add,
+        json!({"ids": ["a", "b"], "embeddings": [[1.0], [2.0]], "metadatas": [{"k": 1}, {"k": 1}]}),
+    )
+    .unwrap();
+    assert_eq!(
+        delete(&fixture.engine, id, json!({"where": {"k": 1}, "limit": 0})),
+        0
+    );
+    assert_eq!(fixture.engine.count(T, D, id).unwrap(), 2);
+}
+
+/// Found by Chroma's test suite (test_query_id_filtering_e2e): a query restricted to
+/// an id that does not exist fails with "Error finding id", unlike a get.
+#[test]
+fn query_with_missing_id_rejected() {
+    let fixture = fixture();
+    let id = create(&fixture.engine, "letters", Value::Null);
+    write(
+        &fixture.engine,
+        id,
+        WriteKind::Add,
+        json!({"ids": ["a"], "embeddings": [[1.0]]}),
+    )
+    .unwrap();
+
+    let query = json!({"query_embeddings": [[1.0]], "ids": ["a", "gone"], "n_results": 1});
+    let request = QueryRecords::decode(&query, &Limits::default()).unwrap();
+    let error = fixture.engine.query(T, D, id, request).unwrap_err();
+    assert_eq!(error.status(), 400);
+    assert!(
+        error.message.contains("Error finding id [gone]"),
+        "{}",
+        error.message
+    );
+
+    let get = get(&fixture.engine, id, json!({"ids": ["a", "gone"]}));
+    assert_eq!(ids(&get), ["a"]);
+}

@@ -66,18 +66,23 @@ pub(crate) async fn handle(
         }
     };
 
+    // The Chroma clients attach this id to the exceptions they raise, so a user's
+    // error report can be matched to the server log line.
+    let trace_id = Uuid::new_v4().simple().to_string();
     let principal = client.principal.as_deref().unwrap_or("-");
     if status.is_server_error() {
-        tracing::error!(%method, %path, status = status.as_u16(), %principal, peer = %client.address, "request failed");
+        tracing::error!(%trace_id, %method, %path, status = status.as_u16(), %principal, peer = %client.address, "request failed");
     } else {
-        tracing::debug!(%method, %path, status = status.as_u16(), %principal, elapsed = ?started.elapsed(), "request");
+        tracing::debug!(%trace_id, %method, %path, status = status.as_u16(), %principal, elapsed = ?started.elapsed(), "request");
     }
 
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Ok(value) = HeaderValue::from_str(&trace_id) {
+        headers.insert("chroma-trace-id", value);
+    }
     response
 }
 
