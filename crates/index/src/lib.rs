@@ -7,8 +7,10 @@
 //!
 //! - [`Space`] and [`distance`]: the metric.
 //! - [`exact`]: an exact scan that returns the k nearest of a candidate set.
+//! - [`hnsw`]: the approximate index.
 
 pub mod exact;
+pub mod hnsw;
 mod kernels;
 
 pub use kernels::{dot, squared_l2};

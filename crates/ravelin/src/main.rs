@@ -1,5 +1,6 @@
 //! The `ravelin` command: the server and its tools.
 
+mod bench;
 mod bootstrap;
 mod config;
 mod pki;
@@ -41,6 +42,18 @@ enum Command {
         #[command(subcommand)]
         command: PkiCommand,
     },
+    /// Measure the index: recall and queries per second.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Build an HNSW index from .fvecs base vectors and report recall@10 and queries
+    /// per second for each ef, one JSON object per line.
+    Ann(bench::AnnArgs),
 }
 
 #[derive(Parser)]
@@ -123,6 +136,9 @@ fn run(command: Command) -> anyhow::Result<()> {
             };
             serve::run(Settings::resolve(file, overrides)?)
         }
+        Command::Bench {
+            command: BenchCommand::Ann(args),
+        } => bench::run_ann(args),
         Command::Pki {
             command:
                 PkiCommand::IssueClient {

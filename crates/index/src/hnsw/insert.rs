@@ -1,0 +1,104 @@
+//! Insertion: a random level, a search for neighbours on each level from the top down,
+//! and links in both directions chosen by the neighbour-selection heuristic.
+
+use super::Hnsw;
+
+impl Hnsw {
+    /// Inserts a vector and returns its slot. The vector must have the index's
+    /// dimension.
+    pub fn insert(&mut self, vector: &[f32]) -> u32 {
+        assert_eq!(
+            vector.len(),
+            self.dimension,
+            "vector dimension must match the index"
+        );
+        let prepared = self.prepare(vector);
+        let level = self.random_level();
+        self.vectors.extend_from_slice(&prepared);
+        self.deleted.push(false);
+        let slot = self.graph.push(level);
+
+        let Some(entry) = self.graph.entry() else {
+            self.graph.set_entry(slot, level);
+            return slot;
+        };
+
+        let mut visited = self.visited_pool.lock().pop().unwrap_or_default();
+        let top = self.graph.max_level();
+        let mut current = entry;
+        let mut current_distance = self.distance_to(&prepared, current);
+        for search_level in (level + 1..=top).rev() {
+            (current, current_distance) =
+                self.greedy_step(&prepared, current, current_distance, search_level);
+        }
+
+        let mut entries = vec![(current_distance, current)];
+        for link_level in (0..=level.min(top)).rev() {
+            let candidates = self.search_layer_with(
+                &prepared,
+                &entries,
+                self.params.ef_construction,
+                link_level,
+                &mut visited,
+                |_| true,
+            );
+            let selected = self.select_neighbours(&candidates, self.params.max_neighbors);
+            self.graph.set_neighbours(slot, link_level, &selected);
+            for &neighbour in &selected {
+                self.link_back(neighbour, slot, link_level);
+            }
+            entries = candidates;
+        }
+        self.visited_pool.lock().push(visited);
+
+        if level > top {
+            self.graph.set_entry(slot, level);
+        }
+        slot
+    }
+
+    fn random_level(&mut self) -> usize {
+        let level = (-self.rng.next_unit().ln() * self.level_scale).floor();
+        // Levels above 32 would need more than 16^32 vectors to arise naturally.
+        (level as usize).min(32)
+    }
+
+    /// Chooses up to `limit` neighbours from candidates sorted nearest first, keeping a
+    /// candidate only if it is nearer to the base than to every neighbour already
+    /// kept. This spreads links across directions instead of clustering them.
+    fn select_neighbours(&self, candidates: &[(f32, u32)], limit: usize) -> Vec<u32> {
+        let mut selected: Vec<u32> = Vec::with_capacity(limit);
+        for &(distance, candidate) in candidates {
+            if selected.len() >= limit {
+                break;
+            }
+            let candidate_vector = self.vector(candidate);
+            let diverse = selected
+                .iter()
+                .all(|&kept| self.distance_to(candidate_vector, kept) >= distance);
+            if diverse {
+                selected.push(candidate);
+            }
+        }
+        selected
+    }
+
+    /// Adds `slot` to the neighbours of `neighbour` on `level`, re-selecting the list
+    /// with the heuristic when it is full.
+    fn link_back(&mut self, neighbour: u32, slot: u32, level: usize) {
+        if self.graph.try_push_neighbour(neighbour, level, slot) {
+            return;
+        }
+        let base = self.vector(neighbour).to_vec();
+        let mut candidates: Vec<(f32, u32)> = self
+            .graph
+            .neighbours(neighbour, level)
+            .iter()
+            .chain(std::iter::once(&slot))
+            .map(|&other| (self.distance_to(&base, other), other))
+            .collect();
+        candidates.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        let selected = self.select_neighbours(&candidates, self.graph.capacity(level));
+        self.graph.set_neighbours(neighbour, level, &selected);
+    }
+}

@@ -1,0 +1,163 @@
+use super::*;
+use crate::exact::nearest;
+
+/// Deterministic pseudo-random vectors in [-1, 1).
+fn vectors(count: usize, dimension: usize, seed: u64) -> Vec<Vec<f32>> {
+    let mut rng = SplitMix64(seed);
+    (0..count)
+        .map(|_| {
+            (0..dimension)
+                .map(|_| (rng.next_unit() * 2.0 - 1.0) as f32)
+                .collect()
+        })
+        .collect()
+}
+
+fn build(space: Space, data: &[Vec<f32>]) -> Hnsw {
+    let mut index = Hnsw::new(data[0].len(), space, HnswParams::default());
+    for (expected, vector) in data.iter().enumerate() {
+        assert_eq!(index.insert(vector), expected as u32);
+    }
+    index
+}
+
+fn exact_top(
+    space: Space,
+    data: &[Vec<f32>],
+    query: &[f32],
+    k: usize,
+    allow: impl Fn(u32) -> bool,
+) -> Vec<u32> {
+    let query_norm = inverse_norm(query);
+    let scored = data
+        .iter()
+        .enumerate()
+        .filter(|(slot, _)| allow(*slot as u32))
+        .map(|(slot, vector)| {
+            let distance = crate::distance(space, query, query_norm, vector, inverse_norm(vector));
+            (slot as u32, distance)
+        });
+    nearest(k, scored).into_iter().map(|n| n.handle).collect()
+}
+
+fn recall(found: &[Neighbour<u32>], expected: &[u32]) -> f64 {
+    let hits = found
+        .iter()
+        .filter(|n| expected.contains(&n.handle))
+        .count();
+    hits as f64 / expected.len().max(1) as f64
+}
+
+#[test]
+fn recall_high_in_every_space() {
+    let data = vectors(2000, 24, 1);
+    let queries = vectors(50, 24, 2);
+    for space in [Space::L2, Space::InnerProduct, Space::Cosine] {
+        let index = build(space, &data);
+        let mut total = 0.0;
+        for query in &queries {
+            let found = index.search(query, 10, 100, None);
+            total += recall(&found, &exact_top(space, &data, query, 10, |_| true));
+        }
+        let mean = total / queries.len() as f64;
+        assert!(mean >= 0.95, "{space:?}: recall@10 {mean}");
+    }
+}
+
+#[test]
+fn distances_match_exact_formulas() {
+    let data = vectors(300, 8, 3);
+    let query = &vectors(1, 8, 4)[0];
+    for space in [Space::L2, Space::InnerProduct, Space::Cosine] {
+        let index = build(space, &data);
+        for neighbour in index.search(query, 5, 50, None) {
+            let vector = &data[neighbour.handle as usize];
+            let expected = crate::distance(
+                space,
+                query,
+                inverse_norm(query),
+                vector,
+                inverse_norm(vector),
+            );
+            assert!((neighbour.distance - expected).abs() < 1e-5, "{space:?}");
+        }
+    }
+}
+
+#[test]
+fn results_sorted_nearest_first() {
+    let data = vectors(500, 16, 5);
+    let index = build(Space::L2, &data);
+    let found = index.search(&data[7], 20, 64, None);
+    assert_eq!(found[0].handle, 7);
+    assert!(found
+        .windows(2)
+        .all(|pair| pair[0].distance <= pair[1].distance));
+}
+
+#[test]
+fn deleted_slots_never_returned() {
+    let data = vectors(1000, 16, 6);
+    let mut index = build(Space::L2, &data);
+    for slot in (0..1000).step_by(3) {
+        index.remove(slot);
+    }
+    assert_eq!(index.len(), 1000 - 334);
+    for query in vectors(20, 16, 7) {
+        let found = index.search(&query, 10, 64, None);
+        assert_eq!(found.len(), 10);
+        assert!(found.iter().all(|n| n.handle % 3 != 0));
+    }
+}
+
+#[test]
+fn filter_restricts_results() {
+    let data = vectors(1000, 16, 8);
+    let index = build(Space::Cosine, &data);
+    let allow = |slot: u32| slot % 10 == 0;
+    let query = &vectors(1, 16, 9)[0];
+    let found = index.search(query, 10, 64, Some(&allow));
+    assert!(found.iter().all(|n| allow(n.handle)));
+    let exact = exact_top(Space::Cosine, &data, query, 10, allow);
+    assert!(recall(&found, &exact) >= 0.9);
+}
+
+#[test]
+fn same_seed_builds_same_graph() {
+    let data = vectors(500, 8, 10);
+    let first = build(Space::L2, &data);
+    let second = build(Space::L2, &data);
+    let query = &data[42];
+    assert_eq!(
+        first.search(query, 10, 32, None),
+        second.search(query, 10, 32, None)
+    );
+}
+
+#[test]
+fn empty_and_mismatched_queries_return_nothing() {
+    let index = Hnsw::new(4, Space::L2, HnswParams::default());
+    assert!(index.search(&[0.0; 4], 5, 10, None).is_empty());
+    let data = vectors(10, 4, 11);
+    let index = build(Space::L2, &data);
+    assert!(index.search(&[0.0; 3], 5, 10, None).is_empty());
+    assert!(index.search(&data[0], 0, 10, None).is_empty());
+    assert_eq!(index.search(&data[0], 50, 10, None).len(), 10);
+}
+
+/// Many identical vectors make the graph poorly connected (every link list fills with
+/// the oldest slots), so a search may return fewer than `k`; callers that need `k`
+/// fall back to an exact scan. The results it does return must still be valid.
+#[test]
+fn duplicate_vectors_return_valid_results() {
+    let vector = vec![0.5f32; 8];
+    let data: Vec<Vec<f32>> = (0..200).map(|_| vector.clone()).collect();
+    let index = build(Space::L2, &data);
+    let found = index.search(&vector, 50, 100, None);
+    assert!(!found.is_empty());
+    assert!(found.iter().all(|n| n.distance == 0.0));
+    let mut slots: Vec<u32> = found.iter().map(|n| n.handle).collect();
+    slots.sort_unstable();
+    slots.dedup();
+    assert_eq!(slots.len(), found.len());
+}
