@@ -2,7 +2,7 @@
 //!
 //! The spaces and formulas are Chroma's: `l2` is the squared Euclidean distance, `ip`
 //! is `1 - dot(a, b)`, and `cosine` is `1 - cos(a, b)`. Every kernel sums in a fixed
-//! order (eight interleaved partial sums, combined pairwise), so a distance does not
+//! order (sixteen interleaved partial sums, combined pairwise), so a distance does not
 //! depend on which machine or thread computed it.
 //!
 //! - [`Space`] and [`distance`]: the metric.
@@ -12,6 +12,7 @@
 pub mod exact;
 pub mod hnsw;
 mod kernels;
+pub use kernels::kernel_name;
 
 pub use kernels::{dot, squared_l2};
 
