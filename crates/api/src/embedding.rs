@@ -95,7 +95,7 @@ fn decode_base64(text: &str, row: usize, max_dimension: usize) -> Result<Vec<f32
                 "Invalid embedding at index {row}: not valid base64"
             ))
         })?;
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return Err(ApiError::invalid(format!(
             "Invalid embedding at index {row}: base64 data of {} bytes is not a whole number of float32 values",
             bytes.len()
@@ -151,7 +151,7 @@ pub fn vector_to_bytes(vector: &[f32]) -> Vec<u8> {
 
 /// Decodes little-endian f32 bytes, the stored form.
 pub fn vector_from_bytes(bytes: &[u8]) -> Option<Vec<f32>> {
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return None;
     }
     Some(
