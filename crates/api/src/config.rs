@@ -204,6 +204,12 @@ fn apply_hnsw(
     Ok(())
 }
 
+/// Checks HNSW parameters, given as a JSON object with the configuration's field names,
+/// against the configuration's bounds.
+pub(crate) fn check_hnsw_parameters(value: &Value) -> Result<(), ApiError> {
+    apply_hnsw(&mut HnswConfiguration::default(), value, HnswFields::Create)
+}
+
 /// Folds Chroma's legacy `hnsw:*` collection metadata keys into the HNSW settings.
 fn apply_legacy_metadata(
     hnsw: &mut HnswConfiguration,
@@ -271,7 +277,10 @@ fn parse_resize_factor(value: &Value) -> Result<f64, ApiError> {
 /// and the server never instantiates any of them. No key at any depth may be
 /// `trust_remote_code` set to anything but `false`, because a client that rebuilds the
 /// function from this record would then run code from a model repository.
-fn validate_embedding_function(value: &Value, max_bytes: usize) -> Result<Option<Value>, ApiError> {
+pub(crate) fn validate_embedding_function(
+    value: &Value,
+    max_bytes: usize,
+) -> Result<Option<Value>, ApiError> {
     if value.is_null() {
         return Ok(None);
     }

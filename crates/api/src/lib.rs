@@ -10,6 +10,8 @@
 //! - [`metadata`]: metadata values with integers and floats kept apart.
 //! - [`filter`]: the `where` and `where_document` grammar, parsed and evaluated.
 //! - [`config`]: collection configuration with Chroma's defaults.
+//! - [`schema`]: collection schemas, reconciled with the configuration, and the filter
+//!   checks they imply.
 //! - [`embedding`]: float-list and base64 embeddings.
 //! - [`names`]: name rules and collection ids.
 //! - [`limits`]: the size limits applied while decoding.
@@ -23,6 +25,7 @@ pub mod metadata;
 pub mod names;
 pub mod requests;
 pub mod responses;
+pub mod schema;
 
 pub use error::{ApiError, ErrorKind};
 pub use limits::Limits;

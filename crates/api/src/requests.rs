@@ -17,6 +17,7 @@ use crate::metadata::{
     decode_metadata, decode_metadata_strict, printable, Metadata, MetadataUpdate, NullValues,
 };
 use crate::names::validate_name;
+use crate::schema::Schema;
 
 /// Maximum size of a collection `schema`, serialized, in bytes.
 const MAX_SCHEMA_BYTES: usize = 256 * 1024;
@@ -50,8 +51,11 @@ impl CreateNamed {
 pub struct CreateCollection {
     pub name: String,
     pub metadata: Option<Metadata>,
+    /// Derived from `schema`, so the two always agree.
     pub configuration: CollectionConfiguration,
-    pub schema: Option<Value>,
+    /// The requested schema reconciled with the requested configuration by
+    /// [`Schema::reconcile`].
+    pub schema: Schema,
     pub get_or_create: bool,
 }
 
@@ -79,7 +83,11 @@ impl CreateCollection {
             metadata.as_ref(),
             limits.max_embedding_function_bytes,
         )?;
-        let schema = field(object, "schema").map(decode_schema).transpose()?;
+        let requested_schema = field(object, "schema")
+            .map(|value| decode_schema(value, limits))
+            .transpose()?;
+        let schema = Schema::reconcile(requested_schema.as_ref(), &configuration)?;
+        let configuration = schema.configuration();
         let get_or_create = match field(object, "get_or_create") {
             None => false,
             Some(Value::Bool(flag)) => *flag,
@@ -111,7 +119,7 @@ fn decode_collection_metadata(value: &Value, limits: &Limits) -> Result<Metadata
     Ok(metadata)
 }
 
-fn decode_schema(value: &Value) -> Result<Value, ApiError> {
+fn decode_schema(value: &Value, limits: &Limits) -> Result<Schema, ApiError> {
     if !value.is_object() {
         return Err(ApiError::unprocessable(
             "Invalid schema: expected a JSON object",
@@ -124,7 +132,7 @@ fn decode_schema(value: &Value) -> Result<Value, ApiError> {
         )));
     }
     reject_remote_code(value)?;
-    Ok(value.clone())
+    Schema::decode(value, limits)
 }
 
 /// `PUT .../collections/{id}`: modify.

@@ -93,7 +93,7 @@ impl CollectionEntry {
             id: self.id.to_string(),
             name: self.name.clone(),
             configuration_json: self.configuration.to_json(),
-            schema: self.schema.clone(),
+            schema: Some(self.schema.to_json()),
             metadata: self.metadata.clone(),
             dimension: dimension.map(|d| d as u64),
             tenant: self.tenant.clone(),
@@ -103,7 +103,7 @@ impl CollectionEntry {
         }
     }
 
-    fn to_row(&self) -> CollectionRow {
+    pub(crate) fn to_row(&self) -> CollectionRow {
         CollectionRow {
             id: self.id.to_string(),
             database_id: self.database_id.clone(),
@@ -114,7 +114,7 @@ impl CollectionEntry {
                 .metadata
                 .as_ref()
                 .map(|m| metadata_to_json(m).to_string()),
-            schema_json: self.schema.as_ref().map(|s| s.to_string()),
+            schema_json: Some(self.schema.to_json().to_string()),
             position: self.position,
         }
     }
@@ -329,7 +329,8 @@ impl Engine {
         Ok(catalog.collection_in(tenant, database, id)?.to_response())
     }
 
-    /// Renames a collection, replaces its metadata, or updates its configuration.
+    /// Renames a collection, replaces its metadata, or updates its configuration and
+    /// the matching vector index settings of its schema.
     pub fn update_collection(
         &self,
         tenant: &str,
@@ -350,8 +351,11 @@ impl Engine {
             }
         }
         let mut configuration = entry.configuration.clone();
+        let mut schema = entry.schema.clone();
         if let Some(update) = &request.new_configuration {
             configuration.apply_update(update, self.limits.max_embedding_function_bytes)?;
+            schema.apply_configuration_update(update, &configuration);
+            configuration = schema.configuration();
         }
 
         let Some(entry) = catalog.collections.get_mut(&id) else {
@@ -361,6 +365,7 @@ impl Engine {
             entry.name.clone(),
             entry.metadata.clone(),
             entry.configuration.clone(),
+            entry.schema.clone(),
         );
         if let Some(new_name) = request.new_name {
             entry.name = new_name;
@@ -369,10 +374,16 @@ impl Engine {
             entry.metadata = Some(new_metadata);
         }
         entry.configuration = configuration;
+        entry.schema = schema;
 
         let row = entry.to_row();
         if let Err(error) = self.store.lock().update_collection(&row) {
-            (entry.name, entry.metadata, entry.configuration) = previous;
+            (
+                entry.name,
+                entry.metadata,
+                entry.configuration,
+                entry.schema,
+            ) = previous;
             return Err(internal(error));
         }
         Ok(())

@@ -1,6 +1,6 @@
 //! Record operations: add, upsert, update, delete, count, get and query.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 
 use api::embedding::vector_to_bytes;
@@ -11,6 +11,7 @@ use api::requests::{
     DeleteRecords, GetRecords, Include, IncludeField, QueryRecords, RecordBatch, WriteKind,
 };
 use api::responses::{GetResponse, QueryResponse, RecordView};
+use api::schema::ValueKind;
 use parking_lot::RwLock;
 use store::{RecordRow, RecordWrite};
 use uuid::Uuid;
@@ -39,6 +40,21 @@ impl Engine {
         ))
     }
 
+    /// Returns a collection's records after checking that its schema allows `filter`,
+    /// which fails when the filter needs an index the schema disables.
+    fn records_for_filter(
+        &self,
+        tenant: &str,
+        database: &str,
+        id: Uuid,
+        filter: &Filter,
+    ) -> Result<Arc<RwLock<RecordSet>>, ApiError> {
+        let catalog = self.catalog.read();
+        let entry = catalog.collection_in(tenant, database, id)?;
+        entry.schema.check_filter(filter)?;
+        Ok(Arc::clone(&entry.records))
+    }
+
     /// Writes a batch for add, upsert or update. Returns the number of records
     /// written. On error nothing is written.
     pub fn write(
@@ -50,17 +66,64 @@ impl Engine {
         batch: RecordBatch,
     ) -> Result<usize, ApiError> {
         let records = self.records_of(tenant, database, id)?;
-        let mut set = records.write();
-        if set.deleted {
-            return Err(collection_not_found(&id.to_string()));
+        let (written, stored_kinds) = {
+            let mut set = records.write();
+            if set.deleted {
+                return Err(collection_not_found(&id.to_string()));
+            }
+
+            let new_dimension = check_dimension(&set, &batch)?;
+            let changes = plan_writes(&mut set, kind, batch);
+            if changes.is_empty() {
+                return Ok(0);
+            }
+            let stored_kinds = metadata_kinds(&changes);
+            let written = self.commit(&id, &mut set, new_dimension, changes)?;
+            (written, stored_kinds)
+        };
+
+        // The records lock is released here, so taking the catalog lock keeps the
+        // lock order.
+        self.discover_keys(id, &stored_kinds);
+        Ok(written)
+    }
+
+    /// Records in the collection's schema the metadata keys and value types that a
+    /// write stored, as Chroma does. A discovered entry copies the defaults, so it
+    /// changes no filter check. If the store fails, the schema stays as it was and the
+    /// keys are discovered again from the records at the next start.
+    fn discover_keys(&self, id: Uuid, stored_kinds: &[(String, ValueKind)]) {
+        {
+            let catalog = self.catalog.read();
+            let Some(entry) = catalog.collections.get(&id) else {
+                return;
+            };
+            let known = stored_kinds
+                .iter()
+                .all(|(key, kind)| entry.schema.has_key_kind(key, *kind));
+            if known {
+                return;
+            }
         }
 
-        let new_dimension = check_dimension(&set, &batch)?;
-        let changes = plan_writes(&mut set, kind, batch);
-        if changes.is_empty() {
-            return Ok(0);
+        let mut catalog = self.catalog.write();
+        let Some(entry) = catalog.collections.get_mut(&id) else {
+            return;
+        };
+        let mut schema = entry.schema.clone();
+        let mut changed = false;
+        for (key, kind) in stored_kinds {
+            changed |= schema.discover_key(key, *kind);
         }
-        self.commit(&id, &mut set, new_dimension, changes)
+        if !changed {
+            return;
+        }
+        let previous = std::mem::replace(&mut entry.schema, schema);
+        let row = entry.to_row();
+        if let Err(error) = self.store.lock().update_collection(&row) {
+            tracing::warn!(collection = %id, %error, "failed to store discovered metadata keys in the schema");
+            entry.schema = previous;
+        }
     }
 
     /// Deletes records by ids, by filter, or both (records must match both). With
@@ -72,7 +135,7 @@ impl Engine {
         id: Uuid,
         request: DeleteRecords,
     ) -> Result<usize, ApiError> {
-        let records = self.records_of(tenant, database, id)?;
+        let records = self.records_for_filter(tenant, database, id, &request.filter)?;
         let mut set = records.write();
         if set.deleted {
             return Err(collection_not_found(&id.to_string()));
@@ -173,7 +236,7 @@ impl Engine {
         id: Uuid,
         request: GetRecords,
     ) -> Result<GetResponse, ApiError> {
-        let records = self.records_of(tenant, database, id)?;
+        let records = self.records_for_filter(tenant, database, id, &request.filter)?;
         let set = records.read();
         let views = matching(&set, request.ids.as_deref(), &request.filter)
             .skip(request.offset)
@@ -192,7 +255,7 @@ impl Engine {
         id: Uuid,
         request: QueryRecords,
     ) -> Result<QueryResponse, ApiError> {
-        let records = self.records_of(tenant, database, id)?;
+        let records = self.records_for_filter(tenant, database, id, &request.filter)?;
         let set = records.read();
 
         if let (Some(dimension), Some(query)) = (set.dimension, request.query_embeddings.first()) {
@@ -332,6 +395,30 @@ fn plan_writes(set: &mut RecordSet, kind: WriteKind, batch: RecordBatch) -> Vec<
         }
     }
     changes
+}
+
+/// Returns each distinct metadata key and value type among the records a write stores.
+fn metadata_kinds(changes: &[Change]) -> Vec<(String, ValueKind)> {
+    let mut kinds = BTreeSet::new();
+    for change in changes {
+        if let Change::Put {
+            record:
+                Record {
+                    metadata: Some(metadata),
+                    ..
+                },
+            ..
+        } = change
+        {
+            for (key, value) in metadata {
+                kinds.insert((key.as_str(), ValueKind::of(value)));
+            }
+        }
+    }
+    kinds
+        .into_iter()
+        .map(|(key, kind)| (key.to_string(), kind))
+        .collect()
 }
 
 /// Metadata of a new record: keys set to `null` are simply absent.

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use api::config::CollectionConfiguration;
 use api::embedding::vector_from_bytes;
 use api::metadata::{decode_metadata_strict, Metadata, MetadataLimits};
+use api::schema::{Schema, ValueKind};
 use index::Space;
 use parking_lot::RwLock;
 use store::{Snapshot, Store};
@@ -32,9 +33,10 @@ pub(crate) struct CollectionEntry {
     pub tenant: String,
     pub database: String,
     pub database_id: String,
+    /// Derived from `schema` by [`Schema::configuration`], so the two always agree.
     pub configuration: CollectionConfiguration,
     pub metadata: Option<Metadata>,
-    pub schema: Option<serde_json::Value>,
+    pub schema: Schema,
     pub position: i64,
     pub records: Arc<RwLock<RecordSet>>,
 }
@@ -96,6 +98,45 @@ pub(crate) fn decode_stored_metadata(json: Option<&str>) -> Result<Option<Metada
         .map_err(|error| error.message)
 }
 
+/// Reads a collection's stored schema. Every write since schemas were reconciled stores
+/// the configuration derived from the schema, so the two agree. Before that, the schema
+/// column held the client's schema unchecked and the configuration held the
+/// collection's settings, so a schema that is missing, unreadable or disagrees with the
+/// configuration is rebuilt from the configuration.
+fn load_schema(id: &Uuid, json: Option<&str>, configuration: &CollectionConfiguration) -> Schema {
+    let Some(json) = json else {
+        return Schema::from_configuration(configuration);
+    };
+    let stored = serde_json::from_str::<serde_json::Value>(json)
+        .map_err(|error| error.to_string())
+        .and_then(|value| Schema::from_stored(&value).map_err(|error| error.message));
+    match stored {
+        Ok(schema) if agrees(&schema.configuration(), configuration) => schema,
+        Ok(_) => {
+            tracing::warn!(collection = %id, "stored schema disagrees with the stored configuration; rebuilding it from the configuration");
+            Schema::from_configuration(configuration)
+        }
+        Err(error) => {
+            tracing::warn!(collection = %id, %error, "stored schema is unreadable; rebuilding it from the configuration");
+            Schema::from_configuration(configuration)
+        }
+    }
+}
+
+/// Compares the settings that decide search results and client behaviour. `num_threads`
+/// is left out, because its default depends on the machine.
+fn agrees(derived: &CollectionConfiguration, stored: &CollectionConfiguration) -> bool {
+    let (left, right) = (&derived.hnsw, &stored.hnsw);
+    left.space == right.space
+        && left.ef_construction == right.ef_construction
+        && left.ef_search == right.ef_search
+        && left.max_neighbors == right.max_neighbors
+        && left.resize_factor == right.resize_factor
+        && left.sync_threshold == right.sync_threshold
+        && left.batch_size == right.batch_size
+        && derived.embedding_function == stored.embedding_function
+}
+
 impl Catalog {
     pub fn load(store: &Store, snapshot: Snapshot) -> Result<Catalog, OpenError> {
         let damaged = |what: &str, detail: String| OpenError::Damaged(format!("{what}: {detail}"));
@@ -125,16 +166,12 @@ impl Catalog {
             let configuration_json: serde_json::Value =
                 serde_json::from_str(&row.configuration_json)
                     .map_err(|error| damaged("collection configuration", error.to_string()))?;
-            let configuration = CollectionConfiguration::from_stored(&configuration_json)
+            let stored_configuration = CollectionConfiguration::from_stored(&configuration_json)
                 .map_err(|error| damaged("collection configuration", error.message))?;
             let metadata = decode_stored_metadata(row.metadata_json.as_deref())
                 .map_err(|detail| damaged("collection metadata", detail))?;
-            let schema = row
-                .schema_json
-                .as_deref()
-                .map(serde_json::from_str)
-                .transpose()
-                .map_err(|error| damaged("collection schema", error.to_string()))?;
+            let mut schema = load_schema(&id, row.schema_json.as_deref(), &stored_configuration);
+            let configuration = schema.configuration();
             let space = Space::from_name(&configuration.hnsw.space)
                 .ok_or_else(|| damaged("collection space", configuration.hnsw.space.clone()))?;
             let dimension = row
@@ -148,6 +185,11 @@ impl Catalog {
                 })?;
                 let metadata = decode_stored_metadata(record.metadata_json.as_deref())
                     .map_err(store::StoreError::BadValue)?;
+                // Writes record their keys in the stored schema after the records
+                // commit, so a crash between the two loses keys that this restores.
+                for (key, value) in metadata.iter().flatten() {
+                    schema.discover_key(key, ValueKind::of(value));
+                }
                 records.next_position = records.next_position.max(record.position + 1);
                 records.positions.insert(record.id.clone(), record.position);
                 records.records.insert(

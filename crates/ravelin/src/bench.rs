@@ -176,7 +176,7 @@ fn read_vecs(path: &Path) -> Result<(usize, Vec<u32>)> {
     };
     let dimension = first as usize;
     let row = dimension + 1;
-    if dimension == 0 || bytes.len() % 4 != 0 || words.len() % row != 0 {
+    if dimension == 0 || !bytes.len().is_multiple_of(4) || !words.len().is_multiple_of(row) {
         bail!(
             "{} is not a valid vecs file: {} bytes with dimension {dimension}",
             path.display(),

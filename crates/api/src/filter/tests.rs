@@ -1601,7 +1601,7 @@ fn number_set_matches_linear_scan() {
         let members: Vec<Number> = (0..random.next() % 12)
             .map(|_| {
                 let int = interesting_int(&mut random);
-                if random.next() % 2 == 0 {
+                if random.next().is_multiple_of(2) {
                     Number::Int(int)
                 } else {
                     Number::Float(float_near(int, &mut random))
@@ -1613,7 +1613,7 @@ fn number_set_matches_linear_scan() {
 
         for _ in 0..20 {
             let int = interesting_int(&mut random);
-            let probe = if random.next() % 2 == 0 {
+            let probe = if random.next().is_multiple_of(2) {
                 Number::Int(int)
             } else {
                 Number::Float(float_near(int, &mut random))
