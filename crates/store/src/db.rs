@@ -144,23 +144,11 @@ impl Store {
                 path: path.to_path_buf(),
             });
         }
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let connection = Connection::open_with_flags(path, flags)?;
-        let mut store = Store {
-            connection,
-            path: path.to_path_buf(),
-        };
-        store.apply_key(key)?;
-        store.configure()?;
-        store.migrate()?;
-        Ok(store)
+        Self::connect(path, key)
     }
 
     /// Creates a new database at `path` keyed with `key`. Fails if the file exists.
     pub fn create(path: &Path, key: &MasterKey) -> Result<Store, StoreError> {
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         if path.exists() {
             return Err(StoreError::Corrupt {
                 path: path.to_path_buf(),
@@ -178,6 +166,13 @@ impl Store {
                 path: path.to_path_buf(),
                 detail: format!("cannot create the database file: {error}"),
             })?;
+        Self::connect(path, key)
+    }
+
+    /// Opens an existing file, checks the key before anything is written, then sets
+    /// the journal mode and migrates the schema.
+    fn connect(path: &Path, key: &MasterKey) -> Result<Store, StoreError> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let connection = Connection::open_with_flags(path, flags)?;
         let mut store = Store {
             connection,
