@@ -7,6 +7,9 @@
 //! one or two vector registers; the portable loop does it lane by lane. So every
 //! variant returns bit-identical results, which a test checks. Other architectures
 //! use the portable loop.
+//!
+//! The int8 code kernels (in `int8`) are dispatched the same way, to AVX-512 VNNI,
+//! AVX-VNNI, AVX2 or a portable loop; their sums are exact integers.
 
 // Calling a `#[target_feature]` function needs `unsafe`; each call below is guarded
 // by runtime feature detection.
@@ -14,19 +17,29 @@
 
 use std::sync::OnceLock;
 
+mod int8;
+
+pub use int8::{CodeBlock, CodeKernel, CODE_BLOCK_BYTES, MAX_EXACT_CODE_BYTES};
+
 const LANES: usize = 16;
 
-type Kernel = fn(&[f32], &[f32]) -> f32;
+pub(crate) type Kernel = fn(&[f32], &[f32]) -> f32;
 
-struct Kernels {
-    dot: Kernel,
-    squared_l2: Kernel,
+/// The kernels chosen for this CPU. Hot loops fetch this table once and call through
+/// its function pointers, instead of reading the `OnceLock` on every call as [`dot`]
+/// does.
+pub(crate) struct Kernels {
+    pub dot: Kernel,
+    pub squared_l2: Kernel,
+    /// Σ unsigned[i] × signed[i] over two int8 codes.
+    pub dot_u8_i8: CodeKernel,
     name: &'static str,
+    code_name: &'static str,
 }
 
 static KERNELS: OnceLock<Kernels> = OnceLock::new();
 
-fn kernels() -> &'static Kernels {
+pub(crate) fn kernels() -> &'static Kernels {
     KERNELS.get_or_init(select)
 }
 
@@ -34,6 +47,41 @@ fn kernels() -> &'static Kernels {
 /// `portable`.
 pub fn kernel_name() -> &'static str {
     kernels().name
+}
+
+/// Returns the instruction set the int8 code kernel dispatched to: `avx512vnni`,
+/// `avxvnni`, `avx2` or `portable`.
+pub fn code_kernel_name() -> &'static str {
+    kernels().code_name
+}
+
+/// Asks the CPU to load every cache line of `values` into its L1 data cache ahead of
+/// use. It is only a hint: it never faults, and on other architectures it does
+/// nothing.
+#[inline(always)]
+pub(crate) fn prefetch<T>(values: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+
+        let bytes = std::mem::size_of_val(values);
+        if bytes == 0 {
+            return;
+        }
+        let start = values.as_ptr().cast::<i8>();
+        let address = start as usize;
+        let first_line = address & !63;
+        let last_line = (address + bytes - 1) & !63;
+        for line in (first_line..=last_line).step_by(64) {
+            let pointer = start.wrapping_add(line.wrapping_sub(address));
+            // SAFETY: a prefetch reads nothing architecturally and never faults, even
+            // for an address outside any allocation, and SSE is part of the x86-64
+            // baseline.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(pointer) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = values;
 }
 
 /// Returns the dot product of two vectors of equal length.
@@ -214,28 +262,59 @@ mod x86 {
 }
 
 fn select() -> Kernels {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            return Kernels {
-                dot: x86::dot_avx512,
-                squared_l2: x86::squared_l2_avx512,
-                name: "avx512f",
-            };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            return Kernels {
-                dot: x86::dot_avx2,
-                squared_l2: x86::squared_l2_avx2,
-                name: "avx2",
-            };
-        }
+    let (dot, squared_l2, name) = select_float();
+    let (dot_u8_i8, code_name) = select_code();
+    Kernels {
+        dot,
+        squared_l2,
+        dot_u8_i8,
+        name,
+        code_name,
     }
+}
+
+/// Returns the portable kernels, whatever the CPU, so tests can compare them with
+/// the dispatched ones on whole searches.
+#[cfg(test)]
+pub(crate) fn portable_kernels() -> Kernels {
     Kernels {
         dot: dot_portable,
         squared_l2: squared_l2_portable,
+        dot_u8_i8: int8::dot_u8_i8_portable,
         name: "portable",
+        code_name: "portable",
     }
+}
+
+fn select_float() -> (Kernel, Kernel, &'static str) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return (x86::dot_avx512, x86::squared_l2_avx512, "avx512f");
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            return (x86::dot_avx2, x86::squared_l2_avx2, "avx2");
+        }
+    }
+    (dot_portable, squared_l2_portable, "portable")
+}
+
+fn select_code() -> (CodeKernel, &'static str) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected;
+
+        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vnni") {
+            return (int8::x86::dot_u8_i8_vnni512, "avx512vnni");
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("avxvnni") {
+            return (int8::x86::dot_u8_i8_vnni256, "avxvnni");
+        }
+        if is_x86_feature_detected!("avx2") {
+            return (int8::x86::dot_u8_i8_avx2, "avx2");
+        }
+    }
+    (int8::dot_u8_i8_portable, "portable")
 }
 
 #[cfg(test)]
@@ -286,6 +365,8 @@ mod tests {
     /// Every variant this CPU can run returns the same bits as the portable loop.
     #[test]
     fn variants_bit_identical() {
+        // Only x86-64 adds variants, so elsewhere `mut` is unused.
+        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
         let mut variants: Vec<(&str, Kernel, Kernel)> =
             vec![("portable", dot_portable, squared_l2_portable)];
         #[cfg(target_arch = "x86_64")]

@@ -12,7 +12,7 @@
 pub mod exact;
 pub mod hnsw;
 mod kernels;
-pub use kernels::kernel_name;
+pub use kernels::{code_kernel_name, kernel_name};
 
 pub use kernels::{dot, squared_l2};
 

@@ -81,6 +81,16 @@ impl Graph {
         &buffer[start + 1..start + 1 + count]
     }
 
+    /// Asks the CPU to load a slot's level-0 neighbour list into cache. Upper levels
+    /// are small and visited rarely, so they get no prefetch.
+    #[inline]
+    pub fn prefetch_neighbours(&self, slot: u32, level: usize) {
+        if level == 0 {
+            let start = slot as usize * self.stride(0);
+            crate::kernels::prefetch(&self.level0[start..start + self.stride(0)]);
+        }
+    }
+
     /// Replaces the neighbours of a slot on a level. `neighbours` must fit the
     /// level's capacity.
     pub fn set_neighbours(&mut self, slot: u32, level: usize, neighbours: &[u32]) {

@@ -1,6 +1,7 @@
 //! Insertion: a random level, a search for neighbours on each level from the top down,
 //! and links in both directions chosen by the neighbour-selection heuristic.
 
+use super::search::{ExactScorer, Scorer};
 use super::Hnsw;
 
 impl Hnsw {
@@ -12,9 +13,13 @@ impl Hnsw {
             self.dimension,
             "vector dimension must match the index"
         );
-        let prepared = self.prepare(vector);
+        let mut prepared = Vec::with_capacity(self.dimension);
+        self.prepare(vector, &mut prepared);
         let level = self.random_level();
         self.vectors.extend_from_slice(&prepared);
+        if let Some(codes) = &mut self.codes {
+            codes.push(&prepared);
+        }
         self.deleted.push(false);
         let slot = self.graph.push(level);
 
@@ -23,33 +28,47 @@ impl Hnsw {
             return slot;
         };
 
-        let mut visited = self.visited_pool.lock().pop().unwrap_or_default();
+        let mut buffers = self.buffer_pool.lock().pop().unwrap_or_default();
+        let scorer = ExactScorer {
+            index: self,
+            query: &prepared,
+        };
         let top = self.graph.max_level();
         let mut current = entry;
-        let mut current_distance = self.distance_to(&prepared, current);
+        let mut current_distance = scorer.distance(current);
         for search_level in (level + 1..=top).rev() {
             (current, current_distance) =
-                self.greedy_step(&prepared, current, current_distance, search_level);
+                self.greedy_step(&scorer, current, current_distance, search_level);
         }
 
+        // The scorer borrows the index, so the links are added after all the searches.
+        // That changes nothing: linking on one level does not touch the lists that
+        // the searches on the levels below read.
         let mut entries = vec![(current_distance, current)];
+        let mut candidates = Vec::new();
+        let mut links = Vec::with_capacity(level.min(top) + 1);
         for link_level in (0..=level.min(top)).rev() {
-            let candidates = self.search_layer_with(
-                &prepared,
+            self.search_layer(
+                &scorer,
                 &entries,
                 self.params.ef_construction,
                 link_level,
-                &mut visited,
+                &mut buffers.layer,
                 |_| true,
+                &mut candidates,
             );
             let selected = self.select_neighbours(&candidates, self.params.max_neighbors);
+            links.push((link_level, selected));
+            std::mem::swap(&mut entries, &mut candidates);
+        }
+        self.buffer_pool.lock().push(buffers);
+
+        for (link_level, selected) in links {
             self.graph.set_neighbours(slot, link_level, &selected);
             for &neighbour in &selected {
                 self.link_back(neighbour, slot, link_level);
             }
-            entries = candidates;
         }
-        self.visited_pool.lock().push(visited);
 
         if level > top {
             self.graph.set_entry(slot, level);

@@ -14,21 +14,39 @@
 //! never return them, and the owner rebuilds the index once too many slots are
 //! deleted.
 //!
+//! Insertion computes exact f32 distances. A search walks the graph with distances
+//! estimated from int8 copies of the vectors, which are a quarter of the size and so
+//! miss the cache far less often. It then recomputes exact f32 distances for the `ef`
+//! slots it found, skipping those that an error bound on the estimate rules out of
+//! the `k` nearest, and returns the `k` nearest by exact distance. The copies add
+//! about a quarter to the memory of the vectors. Past `MAX_EXACT_CODE_BYTES`
+//! dimensions the index keeps no copies and searches with exact distances.
+//!
 //! - `graph`: the neighbour lists, one flat buffer for level 0.
-//! - `search`: the layer search with a generation-stamped visited set.
+//! - `search`: the layer search with a generation-stamped visited set and prefetching.
+//! - `quantized`: the int8 codes and the distance estimates.
 //! - `insert`: insertion with the neighbour-selection heuristic.
 
 mod graph;
 mod insert;
+mod quantized;
 mod search;
+
+use std::collections::BinaryHeap;
 
 use parking_lot::Mutex;
 
 use crate::exact::Neighbour;
-use crate::{dot, inverse_norm, squared_l2, Space};
+use crate::inverse_norm;
+use crate::kernels::{CodeKernel, Kernels, MAX_EXACT_CODE_BYTES};
+use crate::Space;
 
 use self::graph::Graph;
-use self::search::Visited;
+use self::quantized::{Codes, QueryCode};
+use self::search::{
+    key_distance, order_key, sort_nearest_first, ExactDistance, ExactScorer, LayerBuffers,
+    QuantizedScorer, Scorer,
+};
 
 /// Construction parameters, with Chroma's names in the collection configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,18 +77,42 @@ pub struct Hnsw {
     params: HnswParams,
     /// Slot `i`'s vector at `i * dimension`; normalised for the cosine space.
     vectors: Vec<f32>,
+    /// Int8 copies of `vectors` for search-time traversal, or `None` when the
+    /// dimension exceeds what the code kernel sums exactly in an i32.
+    codes: Option<Codes>,
+    exact: ExactDistance,
+    code_kernel: CodeKernel,
     graph: Graph,
     deleted: Vec<bool>,
     deleted_count: usize,
     rng: SplitMix64,
     /// `1 / ln(M)`, the scale of the level distribution.
     level_scale: f64,
-    /// Visited sets reused across searches, one per concurrent search.
-    visited_pool: Mutex<Vec<Visited>>,
+    /// Buffers reused across searches, one set per concurrent search.
+    buffer_pool: Mutex<Vec<SearchBuffers>>,
+}
+
+/// Everything a search writes, kept between searches so a warm search allocates only
+/// its result.
+#[derive(Default)]
+struct SearchBuffers {
+    layer: LayerBuffers,
+    /// The query as the index compares it (normalised for the cosine space).
+    query: Vec<f32>,
+    query_code: QueryCode,
+    /// Entry points of a layer search and its results.
+    entries: Vec<(f32, u32)>,
+    found: Vec<(f32, u32)>,
+    /// The `k` nearest exact distances while re-ranking, farthest on top.
+    nearest: BinaryHeap<u64>,
 }
 
 impl Hnsw {
     pub fn new(dimension: usize, space: Space, params: HnswParams) -> Hnsw {
+        Hnsw::with_kernels(dimension, space, params, crate::kernels::kernels())
+    }
+
+    fn with_kernels(dimension: usize, space: Space, params: HnswParams, kernels: &Kernels) -> Hnsw {
         let max_neighbors = params.max_neighbors.max(2);
         let params = HnswParams {
             max_neighbors,
@@ -82,12 +124,15 @@ impl Hnsw {
             space,
             params,
             vectors: Vec::new(),
+            codes: (dimension <= MAX_EXACT_CODE_BYTES).then(|| Codes::new(dimension)),
+            exact: ExactDistance::new(space, kernels),
+            code_kernel: kernels.dot_u8_i8,
             graph: Graph::new(max_neighbors),
             deleted: Vec::new(),
             deleted_count: 0,
             rng: SplitMix64(params.seed),
             level_scale: 1.0 / (max_neighbors as f64).ln(),
-            visited_pool: Mutex::new(Vec::new()),
+            buffer_pool: Mutex::new(Vec::new()),
         }
     }
 
@@ -138,6 +183,7 @@ impl Hnsw {
     /// Returns an estimate of the heap memory the index uses, in bytes.
     pub fn memory_bytes(&self) -> usize {
         self.vectors.capacity() * std::mem::size_of::<f32>()
+            + self.codes.as_ref().map_or(0, Codes::memory_bytes)
             + self.graph.memory_bytes()
             + self.deleted.capacity()
     }
@@ -151,27 +197,25 @@ impl Hnsw {
     /// Returns the distance between a prepared query and a slot.
     #[inline]
     fn distance_to(&self, query: &[f32], slot: u32) -> f32 {
-        let vector = self.vector(slot);
-        match self.space {
-            Space::L2 => squared_l2(query, vector),
-            Space::InnerProduct | Space::Cosine => 1.0 - dot(query, vector),
-        }
+        self.exact.between(query, self.vector(slot))
     }
 
-    /// Returns the query as the index compares it: normalised for the cosine space.
-    fn prepare(&self, vector: &[f32]) -> Vec<f32> {
+    /// Stores the query as the index compares it in `prepared`: normalised for the
+    /// cosine space.
+    fn prepare(&self, vector: &[f32], prepared: &mut Vec<f32>) {
+        prepared.clear();
         match self.space {
             Space::Cosine => {
                 let scale = inverse_norm(vector);
-                vector.iter().map(|value| value * scale).collect()
+                prepared.extend(vector.iter().map(|value| value * scale));
             }
-            Space::L2 | Space::InnerProduct => vector.to_vec(),
+            Space::L2 | Space::InnerProduct => prepared.extend_from_slice(vector),
         }
     }
 
     /// Returns the `k` nearest slots to `query` that are not deleted and that `allow`
     /// accepts, nearest first, exploring `max(ef, k)` candidates on level 0. The
-    /// distances are those of the index's space.
+    /// distances are exact f32 distances in the index's space.
     pub fn search(
         &self,
         query: &[f32],
@@ -185,33 +229,112 @@ impl Hnsw {
         let Some(entry) = self.graph.entry() else {
             return Vec::new();
         };
-        let query = self.prepare(query);
-        let mut visited = self.visited_pool.lock().pop().unwrap_or_default();
+        let mut buffers = self.buffer_pool.lock().pop().unwrap_or_default();
+        let SearchBuffers {
+            layer,
+            query: prepared,
+            query_code,
+            entries,
+            found,
+            nearest,
+        } = &mut buffers;
+        self.prepare(query, prepared);
+        let accept =
+            |slot: u32| !self.deleted[slot as usize] && allow.is_none_or(|allow| allow(slot));
 
-        let mut current = entry;
-        let mut current_distance = self.distance_to(&query, current);
-        for level in (1..=self.graph.max_level()).rev() {
-            (current, current_distance) =
-                self.greedy_step(&query, current, current_distance, level);
+        match &self.codes {
+            Some(codes) => {
+                codes.quantize_query(prepared, query_code);
+                let scorer = QuantizedScorer {
+                    codes,
+                    query: query_code,
+                    kernel: self.code_kernel,
+                    space: self.space,
+                };
+                self.search_from_top(&scorer, entry, ef.max(k), layer, entries, accept, found);
+                self.rerank_exactly(codes, query_code, prepared, k, found, nearest);
+            }
+            None => {
+                let scorer = ExactScorer {
+                    index: self,
+                    query: prepared,
+                };
+                self.search_from_top(&scorer, entry, ef.max(k), layer, entries, accept, found);
+            }
         }
-        let found = self.search_layer(
-            &query,
-            &[(current_distance, current)],
-            ef.max(k),
-            0,
-            &mut visited,
-            allow,
-        );
-        self.visited_pool.lock().push(visited);
 
-        found
-            .into_iter()
+        let result = found
+            .iter()
             .take(k)
-            .map(|(distance, slot)| Neighbour {
+            .map(|&(distance, slot)| Neighbour {
                 handle: slot,
                 distance,
             })
-            .collect()
+            .collect();
+        self.buffer_pool.lock().push(buffers);
+        result
+    }
+
+    /// Descends greedily from `entry` through the upper levels, then stores the `ef`
+    /// nearest accepted slots of level 0 in `found`.
+    #[allow(clippy::too_many_arguments)]
+    fn search_from_top(
+        &self,
+        scorer: &impl Scorer,
+        entry: u32,
+        ef: usize,
+        layer: &mut LayerBuffers,
+        entries: &mut Vec<(f32, u32)>,
+        accept: impl Fn(u32) -> bool,
+        found: &mut Vec<(f32, u32)>,
+    ) {
+        let mut current = entry;
+        let mut current_distance = scorer.distance(current);
+        for level in (1..=self.graph.max_level()).rev() {
+            (current, current_distance) =
+                self.greedy_step(scorer, current, current_distance, level);
+        }
+        entries.clear();
+        entries.push((current_distance, current));
+        self.search_layer(scorer, entries, ef, 0, layer, accept, found);
+    }
+
+    /// Replaces the estimated distances in `found` with exact ones, skipping every
+    /// slot whose error bound shows it cannot be among the `k` nearest by exact
+    /// distance, and sorts the rest nearest first.
+    #[allow(clippy::too_many_arguments)]
+    fn rerank_exactly(
+        &self,
+        codes: &Codes,
+        query_code: &QueryCode,
+        query: &[f32],
+        k: usize,
+        found: &mut Vec<(f32, u32)>,
+        nearest: &mut BinaryHeap<u64>,
+    ) {
+        nearest.clear();
+        let mut kth_distance = f32::INFINITY;
+        let mut kept = 0;
+        for position in 0..found.len() {
+            let (estimate, slot) = found[position];
+            if estimate - codes.error_bound(self.space, query_code, slot) > kth_distance {
+                continue;
+            }
+            let distance = self.distance_to(query, slot);
+            found[kept] = (distance, slot);
+            kept += 1;
+            nearest.push(order_key(distance, slot));
+            if nearest.len() > k {
+                nearest.pop();
+            }
+            if nearest.len() == k {
+                kth_distance = nearest
+                    .peek()
+                    .map_or(f32::INFINITY, |&key| key_distance(key));
+            }
+        }
+        found.truncate(kept);
+        sort_nearest_first(found);
     }
 }
 

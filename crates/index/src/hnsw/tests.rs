@@ -114,7 +114,7 @@ fn deleted_slots_never_returned() {
 fn filter_restricts_results() {
     let data = vectors(1000, 16, 8);
     let index = build(Space::Cosine, &data);
-    let allow = |slot: u32| slot % 10 == 0;
+    let allow = |slot: u32| slot.is_multiple_of(10);
     let query = &vectors(1, 16, 9)[0];
     let found = index.search(query, 10, 64, Some(&allow));
     assert!(found.iter().all(|n| allow(n.handle)));
@@ -160,4 +160,123 @@ fn duplicate_vectors_return_valid_results() {
     slots.sort_unstable();
     slots.dedup();
     assert_eq!(slots.len(), found.len());
+}
+
+#[test]
+fn filtered_recall_with_deletions_in_every_space() {
+    let data = vectors(2000, 24, 12);
+    let queries = vectors(30, 24, 13);
+    let allow = |slot: u32| slot % 4 != 1;
+    let live = |slot: u32| !slot.is_multiple_of(5) && allow(slot);
+    for space in [Space::L2, Space::InnerProduct, Space::Cosine] {
+        let mut index = build(space, &data);
+        for slot in (0..2000).step_by(5) {
+            index.remove(slot);
+        }
+        let mut total = 0.0;
+        for query in &queries {
+            let found = index.search(query, 10, 100, Some(&allow));
+            assert!(found.iter().all(|n| live(n.handle)), "{space:?}");
+            total += recall(&found, &exact_top(space, &data, query, 10, live));
+        }
+        let mean = total / queries.len() as f64;
+        assert!(mean >= 0.95, "{space:?}: recall@10 {mean}");
+    }
+}
+
+/// The lazy re-ranking skips slots by an error bound, so it must keep exactly the
+/// `k` nearest of the candidates that a full exact re-ranking keeps.
+#[test]
+fn rerank_keeps_exact_nearest_candidates() {
+    let data = vectors(1500, 32, 14);
+    for space in [Space::L2, Space::InnerProduct, Space::Cosine] {
+        let index = build(space, &data);
+        let mut skipped = 0;
+        let codes = index.codes.as_ref().expect("32 dimensions are quantized");
+        let mut buffers = SearchBuffers::default();
+        for query in vectors(20, 32, 15) {
+            let mut prepared = Vec::new();
+            index.prepare(&query, &mut prepared);
+            codes.quantize_query(&prepared, &mut buffers.query_code);
+            let scorer = QuantizedScorer {
+                codes,
+                query: &buffers.query_code,
+                kernel: index.code_kernel,
+                space,
+            };
+            let entry = index.graph.entry().expect("index is not empty");
+            let mut found = Vec::new();
+            index.search_from_top(
+                &scorer,
+                entry,
+                64,
+                &mut buffers.layer,
+                &mut buffers.entries,
+                |_| true,
+                &mut found,
+            );
+
+            let mut expected: Vec<(f32, u32)> = found
+                .iter()
+                .map(|&(_, slot)| (index.distance_to(&prepared, slot), slot))
+                .collect();
+            sort_nearest_first(&mut expected);
+            expected.truncate(10);
+
+            index.rerank_exactly(
+                codes,
+                &buffers.query_code,
+                &prepared,
+                10,
+                &mut found,
+                &mut buffers.nearest,
+            );
+            skipped += 64 - found.len();
+            found.truncate(10);
+            assert_eq!(found, expected, "{space:?}");
+        }
+        assert!(skipped > 0, "{space:?}: the bound never skipped a slot");
+    }
+}
+
+/// The f32 kernels agree bit for bit and the int8 kernels sum exactly, so an index
+/// built and searched with the portable kernels returns the same slots and distance
+/// bits as one using the kernels dispatched for this CPU.
+#[test]
+fn portable_kernels_give_identical_results() {
+    let data = vectors(1000, 40, 16);
+    let queries = vectors(20, 40, 17);
+    for space in [Space::L2, Space::InnerProduct, Space::Cosine] {
+        let dispatched = build(space, &data);
+        let portable_kernels = crate::kernels::portable_kernels();
+        let mut portable = Hnsw::with_kernels(40, space, HnswParams::default(), &portable_kernels);
+        for vector in &data {
+            portable.insert(vector);
+        }
+        for query in &queries {
+            let expected = dispatched.search(query, 10, 50, None);
+            let found = portable.search(query, 10, 50, None);
+            let bits = |found: &[Neighbour<u32>]| -> Vec<(u32, u32)> {
+                found
+                    .iter()
+                    .map(|n| (n.handle, n.distance.to_bits()))
+                    .collect()
+            };
+            assert_eq!(bits(&found), bits(&expected), "{space:?}");
+        }
+    }
+}
+
+/// Past `MAX_EXACT_CODE_BYTES` dimensions the code kernel's i32 sum could wrap, so
+/// the index keeps no codes and traverses with exact distances.
+#[test]
+fn wide_vectors_search_without_codes() {
+    let dimension = MAX_EXACT_CODE_BYTES + 1;
+    let data = vectors(30, dimension, 18);
+    let index = build(Space::L2, &data);
+    assert!(index.codes.is_none());
+    let query = &vectors(1, dimension, 19)[0];
+    let found = index.search(query, 5, 30, None);
+    let handles: Vec<u32> = found.iter().map(|n| n.handle).collect();
+    assert_eq!(handles, exact_top(Space::L2, &data, query, 5, |_| true));
 }
