@@ -48,6 +48,16 @@ impl Graph {
         slot
     }
 
+    /// Returns the number of slots.
+    pub fn slots(&self) -> usize {
+        self.levels.len()
+    }
+
+    /// Returns the top level of a slot.
+    pub fn level(&self, slot: u32) -> usize {
+        usize::from(self.levels[slot as usize])
+    }
+
     pub fn entry(&self) -> Option<u32> {
         self.entry
     }

@@ -4,6 +4,10 @@
 use super::search::{ExactScorer, Scorer};
 use super::Hnsw;
 
+/// The highest level a slot gets. Levels above 32 would need more than 16^32 vectors
+/// to arise naturally with the default M of 16.
+pub(super) const MAX_LEVEL: usize = 32;
+
 impl Hnsw {
     /// Inserts a vector and returns its slot. The vector must have the index's
     /// dimension.
@@ -78,8 +82,7 @@ impl Hnsw {
 
     fn random_level(&mut self) -> usize {
         let level = (-self.rng.next_unit().ln() * self.level_scale).floor();
-        // Levels above 32 would need more than 16^32 vectors to arise naturally.
-        (level as usize).min(32)
+        (level as usize).min(MAX_LEVEL)
     }
 
     /// Chooses up to `limit` neighbours from candidates sorted nearest first, keeping a

@@ -26,7 +26,9 @@
 //! - `search`: the layer search with a generation-stamped visited set and prefetching.
 //! - `quantized`: the int8 codes and the distance estimates.
 //! - `insert`: insertion with the neighbour-selection heuristic.
+//! - `checkpoint`: [`Hnsw::checkpoint`] and [`Hnsw::restore`], the on-disk format.
 
+mod checkpoint;
 mod graph;
 mod insert;
 mod quantized;
@@ -41,6 +43,7 @@ use crate::inverse_norm;
 use crate::kernels::{CodeKernel, Kernels, MAX_EXACT_CODE_BYTES};
 use crate::Space;
 
+pub use self::checkpoint::CheckpointError;
 use self::graph::Graph;
 use self::quantized::{Codes, QueryCode};
 use self::search::{
