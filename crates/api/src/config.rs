@@ -16,7 +16,9 @@ const MAX_FUNCTION_NAME_BYTES: usize = 128;
 
 /// Bounds on HNSW parameters. They guard memory and time per request.
 const MAX_EF: u64 = 65_536;
-const MAX_NEIGHBORS: u64 = 2_048;
+/// The largest M an index checkpoint may hold (`index::hnsw::MAX_NEIGHBORS`), so every
+/// collection's index can be saved and restored.
+const MAX_NEIGHBORS: u64 = 1_024;
 const MAX_THREADS: u64 = 1_024;
 const MAX_BATCH: u64 = 1_000_000;
 
