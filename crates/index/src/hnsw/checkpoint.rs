@@ -41,11 +41,13 @@
 //! Each list is a u32 count followed by that many u32 neighbour slots. A level-0 list
 //! contains at most `2 × M` neighbours and an upper-level list at most `M`.
 //!
-//! [`Hnsw::restore`] rejects any input that does not follow this layout, and also a
-//! neighbour slot at or past `slot_count`, a neighbour on level `l` whose own level is
-//! below `l`, a slot level above `max_level`, an entry point whose level is not
-//! `max_level`, a missing entry point in a non-empty index, and bytes left over before
-//! the checksum.
+//! [`Hnsw::restore`] rejects any input that does not follow this layout. It also
+//! rejects a neighbour slot at or past `slot_count`, a neighbour on level `l` whose own
+//! level is below `l`, a live slot whose level is above `max_level`, an entry point
+//! whose level is not `max_level`, a missing entry point in a non-empty index, and
+//! bytes left over before the checksum. A deleted slot may be above `max_level`,
+//! because removing the entry point moves it to the highest live slot, which can be on
+//! a lower level.
 
 use std::fmt;
 
@@ -64,8 +66,7 @@ pub const FORMAT_VERSION: u32 = 1;
 /// bytes on level 0 and `4 × (M + 1)` per upper level, however few neighbours the
 /// checkpoint stores, so this limit caps the memory a few input bytes can allocate.
 ///
-/// NOTE: [`Hnsw::new`] accepts any M, so an index built with a larger M writes a
-/// checkpoint that [`Hnsw::restore`] rejects.
+/// [`Hnsw::new`] clamps M to this value, so every index it builds can be restored.
 pub const MAX_NEIGHBORS: usize = 1024;
 
 /// Size of the trailing checksum.
@@ -121,7 +122,7 @@ pub enum CheckpointError {
         neighbour: u32,
         neighbour_level: usize,
     },
-    /// A slot's level is above the index's maximum level.
+    /// A live slot's level is above the index's maximum level.
     LevelAboveMax {
         slot: u32,
         level: usize,
@@ -309,7 +310,7 @@ impl Hnsw {
         let mut index = read_header(&mut reader)?;
         read_slots(&mut reader, &mut index)?;
         check_upper_levels(&index.graph)?;
-        read_entry_point(&mut reader, &mut index.graph)?;
+        read_entry_point(&mut reader, &mut index.graph, &index.deleted)?;
 
         if reader.remaining() != 0 {
             return Err(CheckpointError::TrailingBytes {
@@ -485,7 +486,12 @@ fn check_upper_levels(graph: &Graph) -> Result<(), CheckpointError> {
 }
 
 /// Reads the entry point and maximum level and checks them against the slots.
-fn read_entry_point(reader: &mut Reader<'_>, graph: &mut Graph) -> Result<(), CheckpointError> {
+/// `deleted` contains the deleted flag of every slot.
+fn read_entry_point(
+    reader: &mut Reader<'_>,
+    graph: &mut Graph,
+    deleted: &[bool],
+) -> Result<(), CheckpointError> {
     let has_entry = reader.u8("has_entry")?;
     let entry = reader.u32("entry")?;
     let max_level = usize::from(reader.u8("max_level")?);
@@ -518,7 +524,7 @@ fn read_entry_point(reader: &mut Reader<'_>, graph: &mut Graph) -> Result<(), Ch
                 ));
             }
             for slot in 0..graph.slots() as u32 {
-                if graph.level(slot) > max_level {
+                if graph.level(slot) > max_level && !deleted[slot as usize] {
                     return Err(CheckpointError::LevelAboveMax {
                         slot,
                         level: graph.level(slot),

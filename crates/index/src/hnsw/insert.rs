@@ -19,15 +19,24 @@ impl Hnsw {
         );
         let mut prepared = Vec::with_capacity(self.dimension);
         self.prepare(vector, &mut prepared);
+        self.insert_prepared(&prepared)
+    }
+
+    /// Inserts a vector already prepared for the index's space (normalised for
+    /// cosine) and returns its slot.
+    pub(super) fn insert_prepared(&mut self, prepared: &[f32]) -> u32 {
+        let had_live_slots = !self.is_empty();
         let level = self.random_level();
-        self.vectors.extend_from_slice(&prepared);
+        self.vectors.extend_from_slice(prepared);
         if let Some(codes) = &mut self.codes {
-            codes.push(&prepared);
+            codes.push(prepared);
         }
         self.deleted.push(false);
         let slot = self.graph.push(level);
 
-        let Some(entry) = self.graph.entry() else {
+        // With every earlier slot deleted, the new slot starts the live graph alone.
+        // Linking it to deleted slots would only lead searches through them.
+        let Some(entry) = self.graph.entry().filter(|_| had_live_slots) else {
             self.graph.set_entry(slot, level);
             return slot;
         };
@@ -35,7 +44,7 @@ impl Hnsw {
         let mut buffers = self.buffer_pool.lock().pop().unwrap_or_default();
         let scorer = ExactScorer {
             index: self,
-            query: &prepared,
+            query: prepared,
         };
         let top = self.graph.max_level();
         let mut current = entry;
@@ -58,12 +67,16 @@ impl Hnsw {
                 self.params.ef_construction,
                 link_level,
                 &mut buffers.layer,
-                |_| true,
+                |candidate| !self.deleted[candidate as usize],
                 &mut candidates,
             );
             let selected = self.select_neighbours(&candidates, self.params.max_neighbors);
             links.push((link_level, selected));
-            std::mem::swap(&mut entries, &mut candidates);
+            // A level whose reachable slots are all deleted finds nothing, and the
+            // search of the next level then starts from the same entries.
+            if !candidates.is_empty() {
+                std::mem::swap(&mut entries, &mut candidates);
+            }
         }
         self.buffer_pool.lock().push(buffers);
 
@@ -88,7 +101,7 @@ impl Hnsw {
     /// Chooses up to `limit` neighbours from candidates sorted nearest first, keeping a
     /// candidate only if it is nearer to the base than to every neighbour already
     /// kept. This spreads links across directions instead of clustering them.
-    fn select_neighbours(&self, candidates: &[(f32, u32)], limit: usize) -> Vec<u32> {
+    pub(super) fn select_neighbours(&self, candidates: &[(f32, u32)], limit: usize) -> Vec<u32> {
         let mut selected: Vec<u32> = Vec::with_capacity(limit);
         for &(distance, candidate) in candidates {
             if selected.len() >= limit {

@@ -10,9 +10,10 @@
 //! level 0 with a candidate list of `ef` entries.
 //!
 //! Vectors of a cosine index are normalised on insert, so cosine distance becomes
-//! `1 - dot`. Removal marks a slot as deleted: searches walk through deleted slots but
-//! never return them, and the owner rebuilds the index once too many slots are
-//! deleted.
+//! `1 - dot`. Removal marks a slot as deleted and repairs the lists of its
+//! neighbours. Searches walk through deleted slots that stale links still reach but
+//! never return them, and the owner replaces the index with a compacted copy once too
+//! many slots are deleted.
 //!
 //! Insertion computes exact f32 distances. A search walks the graph with distances
 //! estimated from int8 copies of the vectors, which are a quarter of the size and so
@@ -26,12 +27,14 @@
 //! - `search`: the layer search with a generation-stamped visited set and prefetching.
 //! - `quantized`: the int8 codes and the distance estimates.
 //! - `insert`: insertion with the neighbour-selection heuristic.
+//! - `remove`: removal with neighbour repair, and compaction.
 //! - `checkpoint`: [`Hnsw::checkpoint`] and [`Hnsw::restore`], the on-disk format.
 
 mod checkpoint;
 mod graph;
 mod insert;
 mod quantized;
+mod remove;
 mod search;
 
 use std::collections::BinaryHeap;
@@ -46,6 +49,9 @@ use crate::Space;
 pub use self::checkpoint::CheckpointError;
 use self::graph::Graph;
 use self::quantized::{Codes, QueryCode};
+pub use self::remove::{
+    COMPACTION_FRACTION_DENOMINATOR, COMPACTION_FRACTION_NUMERATOR, COMPACTION_MIN_DELETED,
+};
 use self::search::{
     key_distance, order_key, sort_nearest_first, ExactDistance, ExactScorer, LayerBuffers,
     QuantizedScorer, Scorer,
@@ -111,12 +117,14 @@ struct SearchBuffers {
 }
 
 impl Hnsw {
+    /// Creates an empty index. M is clamped to `2..=MAX_NEIGHBORS` (1,024), so every
+    /// index can be written to a checkpoint and restored.
     pub fn new(dimension: usize, space: Space, params: HnswParams) -> Hnsw {
         Hnsw::with_kernels(dimension, space, params, crate::kernels::kernels())
     }
 
     fn with_kernels(dimension: usize, space: Space, params: HnswParams, kernels: &Kernels) -> Hnsw {
-        let max_neighbors = params.max_neighbors.max(2);
+        let max_neighbors = params.max_neighbors.clamp(2, checkpoint::MAX_NEIGHBORS);
         let params = HnswParams {
             max_neighbors,
             ef_construction: params.ef_construction.max(1),
@@ -171,16 +179,6 @@ impl Hnsw {
 
     pub fn is_deleted(&self, slot: u32) -> bool {
         self.deleted.get(slot as usize).copied().unwrap_or(true)
-    }
-
-    /// Marks a slot deleted. Searches no longer return it.
-    pub fn remove(&mut self, slot: u32) {
-        if let Some(deleted) = self.deleted.get_mut(slot as usize) {
-            if !*deleted {
-                *deleted = true;
-                self.deleted_count += 1;
-            }
-        }
     }
 
     /// Returns an estimate of the heap memory the index uses, in bytes.
