@@ -239,3 +239,49 @@ def test_unauthorized_principal_stock_client(server):
 
     with pytest.raises(chromadb.errors.ChromaAuthError):
         server.connect("stranger")
+
+
+NARROW_GRANTS = """
+[[grant]]
+principal = "admin"
+actions = ["read", "write", "admin"]
+tenant = "*"
+database = "*"
+collection = "*"
+
+[[grant]]
+principal = "ingest"
+actions = ["read", "write"]
+tenant = "default_tenant"
+database = "default_database"
+collection = "articles"
+"""
+
+
+def test_narrow_grant_stock_client_connects(server_factory):
+    """Found by trying the documented example: the stock client reads the tenant and
+    database records when it connects, so a principal granted one collection must be
+    able to read them, and still nothing else."""
+    first = server_factory.start()
+    data_dir = first.data_dir
+    first.stop()
+    (data_dir / "policy.toml").chmod(0o600)
+    (data_dir / "policy.toml").write_text(NARROW_GRANTS)
+    issued = run_ravelin(["pki", "issue-client", "ingest", "--data-dir", str(data_dir)])
+    assert issued.returncode == 0, issued.stderr
+    server = server_factory.start(data_dir=data_dir)
+
+    server.connect().create_collection("articles", embedding_function=None)
+    server.connect().create_collection("private", embedding_function=None)
+
+    client = server.connect("ingest")
+    articles = client.get_collection("articles", embedding_function=None)
+    articles.add(ids=["a"], embeddings=[[1.0, 0.0]], documents=["granted"])
+    assert articles.count() == 1
+
+    with pytest.raises(chromadb.errors.ChromaAuthError) as denied:
+        client.get_collection("private", embedding_function=None)
+    assert "ingest" in str(denied.value)
+    assert "read" in str(denied.value)
+    with pytest.raises(chromadb.errors.ChromaAuthError):
+        client.create_collection("other", embedding_function=None)

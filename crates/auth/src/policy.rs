@@ -40,10 +40,16 @@ pub struct Resource<'a> {
 /// Why a policy file was rejected.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
-    #[error("invalid policy: {0}")]
+    #[error(transparent)]
     Syntax(#[from] toml::de::Error),
     #[error("invalid policy: grant {index} has an empty {field}")]
     Empty { index: usize, field: &'static str },
+    #[error("invalid policy: grant {index} has {field} pattern [{pattern}]; a pattern is an exact name or \"*\" alone")]
+    Wildcard {
+        index: usize,
+        field: &'static str,
+        pattern: String,
+    },
 }
 
 #[derive(Debug, Deserialize)]
@@ -104,6 +110,13 @@ impl Policy {
                 if value.is_empty() {
                     return Err(PolicyError::Empty { index, field });
                 }
+                if field != "principal" && value.contains('*') && value != "*" {
+                    return Err(PolicyError::Wildcard {
+                        index,
+                        field,
+                        pattern: value.clone(),
+                    });
+                }
             }
             if grant.actions.is_empty() {
                 return Err(PolicyError::Empty {
@@ -118,6 +131,18 @@ impl Policy {
     /// Returns whether any grant names the principal.
     pub fn knows(&self, principal: &str) -> bool {
         self.grants.iter().any(|grant| grant.principal == principal)
+    }
+
+    /// Returns whether any grant of the principal lies inside the tenant, and inside the
+    /// database when one is given, whatever its actions. Such a principal may read the
+    /// tenant or database record itself (its name and id), which the stock clients
+    /// fetch when they connect; listing what it contains still needs a `read` grant.
+    pub fn reaches(&self, principal: &str, tenant: &str, database: Option<&str>) -> bool {
+        self.grants.iter().any(|grant| {
+            grant.principal == principal
+                && matches(&grant.tenant, Some(tenant))
+                && database.is_none_or(|database| matches(&grant.database, Some(database)))
+        })
     }
 
     /// Decides one request.
@@ -198,6 +223,33 @@ mod tests {
         ));
         assert!(!policy.allows("reader", Action::Read, resource(Some("t"), None, None)));
         assert!(!policy.allows("reader", Action::Read, resource(None, None, None)));
+    }
+
+    #[test]
+    fn narrow_grant_reaches_its_tenant_and_database() {
+        let policy = Policy::parse(
+            r#"
+            [[grant]]
+            principal = "ingest"
+            actions = ["write"]
+            tenant = "t"
+            database = "d"
+            collection = "articles"
+            "#,
+        )
+        .unwrap();
+        assert!(policy.reaches("ingest", "t", None));
+        assert!(policy.reaches("ingest", "t", Some("d")));
+        assert!(!policy.reaches("ingest", "t", Some("other")));
+        assert!(!policy.reaches("ingest", "u", None));
+        assert!(!policy.reaches("stranger", "t", None));
+    }
+
+    #[test]
+    fn partial_wildcards_rejected() {
+        let text = "[[grant]]\nprincipal = \"a\"\nactions = [\"read\"]\ntenant = \"default_*\"\ndatabase = \"*\"\ncollection = \"*\"\n";
+        let error = Policy::parse(text).unwrap_err();
+        assert!(error.to_string().contains("default_*"), "{error}");
     }
 
     #[test]

@@ -50,12 +50,15 @@ pub fn prepare(settings: &Settings) -> Result<Prepared> {
         tracing::info!(path = %database_path.display(), "creating the encrypted database");
         Store::create(&database_path, &key)?
     } else {
-        let key = MasterKey::read_file(&settings.key_file).with_context(|| {
-            format!(
-                "cannot open the database {}: it can only be opened with the master key that created it",
+        let key = match MasterKey::read_file(&settings.key_file) {
+            Ok(key) => key,
+            Err(store::KeyError::Missing { path }) => bail!(
+                "the master key file {} does not exist; the database {} can only be opened with the key that created it",
+                path.display(),
                 database_path.display()
-            )
-        })?;
+            ),
+            Err(error) => return Err(error.into()),
+        };
         Store::open(&database_path, &key)?
     };
 

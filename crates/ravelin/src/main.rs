@@ -67,7 +67,7 @@ struct ServeArgs {
     /// Address and port to listen on [default: 127.0.0.1:8000].
     #[arg(long)]
     listen: Option<SocketAddr>,
-    /// Master key file: 64 hexadecimal characters, mode 0400 [default: DATA_DIR/master.key].
+    /// Master key file: 64 hexadecimal characters, no access for group or others [default: DATA_DIR/master.key].
     #[arg(long)]
     key_file: Option<PathBuf>,
     /// Policy file [default: DATA_DIR/policy.toml].
@@ -167,6 +167,7 @@ fn init_logging(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

@@ -12,6 +12,15 @@ use crate::bootstrap;
 use crate::config::Settings;
 
 pub fn run(settings: Settings) -> Result<()> {
+    // Bound first, so a port in use fails before a first start creates anything.
+    let listener = TcpListener::bind(settings.listen).with_context(|| {
+        format!(
+            "cannot listen on {}; choose another address with --listen or `listen` in the configuration file",
+            settings.listen
+        )
+    })?;
+    let address = listener.local_addr()?;
+
     let prepared = bootstrap::prepare(&settings)?;
 
     let tls = server_config(&TlsPaths {
@@ -21,10 +30,6 @@ pub fn run(settings: Settings) -> Result<()> {
     })?;
     let engine = Engine::open(prepared.store, settings.limits.clone())
         .context("cannot load the database")?;
-
-    let listener = TcpListener::bind(settings.listen)
-        .with_context(|| format!("cannot listen on {}", settings.listen))?;
-    let address = listener.local_addr()?;
 
     // NOTE: the process keeps the privileges it was started with; dropping root and
     // confining the process with Landlock and seccomp are not implemented yet.
@@ -107,5 +112,8 @@ fn print_connection_help(settings: &Settings, address: SocketAddr) {
         clients.join("admin.pem").display().to_string(),
         clients.join("admin.key").display().to_string(),
     );
-    println!("Issue certificates for other principals with: ravelin pki issue-client NAME");
+    let program = std::env::args()
+        .next()
+        .unwrap_or_else(|| "ravelin".to_string());
+    println!("Issue certificates for other principals with: {program} pki issue-client NAME");
 }

@@ -70,8 +70,10 @@ pub(crate) async fn handle(
     // error report can be matched to the server log line.
     let trace_id = Uuid::new_v4().simple().to_string();
     let principal = client.principal.as_deref().unwrap_or("-");
-    if status.is_server_error() {
+    if status.is_server_error() && status != StatusCode::NOT_IMPLEMENTED {
         tracing::error!(%trace_id, %method, %path, status = status.as_u16(), %principal, peer = %client.address, "request failed");
+    } else if status == StatusCode::FORBIDDEN || status == StatusCode::UNAUTHORIZED {
+        tracing::info!(%trace_id, %method, %path, status = status.as_u16(), %principal, peer = %client.address, "request denied");
     } else {
         tracing::debug!(%trace_id, %method, %path, status = status.as_u16(), %principal, elapsed = ?started.elapsed(), "request");
     }
@@ -145,26 +147,35 @@ fn database_of(scope: &Scope) -> Resource<'_> {
 /// Decides a request from its route alone, before the body is read, so a request that
 /// is not allowed is never decoded.
 fn authorize(state: &AppState, principal: &str, route: &Route) -> Result<(), ApiError> {
-    let forbidden = || {
-        ApiError::new(
-            ErrorKind::Forbidden,
-            "Forbidden: the principal is not allowed to perform this action",
-        )
-    };
     if !state.policy.knows(principal) {
-        return Err(forbidden());
+        return Err(ApiError::new(
+            ErrorKind::Forbidden,
+            format!("Forbidden: principal [{principal}] has no grants; add one to the policy file"),
+        ));
     }
 
     let server = Resource::default();
-
+    let collection_id_name;
     let (action, resource) = match route {
         Route::Heartbeat
         | Route::Version
         | Route::PreFlight
         | Route::Healthcheck
-        | Route::Identity => return Ok(()),
-        Route::Reset => (Action::Admin, server),
-        Route::CreateTenant => (Action::Admin, server),
+        | Route::Identity
+        | Route::Unsupported(_) => return Ok(()),
+        Route::Reset | Route::CreateTenant => (Action::Admin, server),
+        // The stock clients read the tenant and database records when they connect, so
+        // any grant inside them is enough to read the records themselves.
+        Route::GetTenant { tenant } if state.policy.reaches(principal, tenant, None) => {
+            return Ok(())
+        }
+        Route::GetDatabase(scope)
+            if state
+                .policy
+                .reaches(principal, &scope.tenant, Some(&scope.database)) =>
+        {
+            return Ok(())
+        }
         Route::GetTenant { tenant } | Route::ListDatabases { tenant } => {
             (Action::Read, tenant_of(tenant))
         }
@@ -193,7 +204,6 @@ fn authorize(state: &AppState, principal: &str, route: &Route) -> Result<(), Api
         | Route::Records(scope, id, _) => {
             let action = match route {
                 Route::GetCollectionById(..) => Action::Read,
-                Route::UpdateCollection(..) => Action::Admin,
                 Route::Records(_, _, operation) => match operation {
                     RecordOperation::Count | RecordOperation::Get | RecordOperation::Query => {
                         Action::Read
@@ -202,26 +212,53 @@ fn authorize(state: &AppState, principal: &str, route: &Route) -> Result<(), Api
                 },
                 _ => Action::Admin,
             };
-            let name = state
+            collection_id_name = state
                 .engine
                 .get_collection_by_id(&scope.tenant, &scope.database, *id)?
                 .name;
             let resource = Resource {
-                collection: Some(name.as_str()),
+                collection: Some(collection_id_name.as_str()),
                 ..database_of(scope)
             };
-            return if state.policy.allows(principal, action, resource) {
-                Ok(())
-            } else {
-                Err(forbidden())
-            };
+            (action, resource)
         }
-        Route::Unsupported(_) => return Ok(()),
     };
+
     if state.policy.allows(principal, action, resource) {
-        Ok(())
+        return Ok(());
+    }
+    Err(ApiError::new(
+        ErrorKind::Forbidden,
+        format!(
+            "Forbidden: principal [{principal}] has no {} grant on {}; grants are set in the policy file",
+            action_name(action),
+            describe(resource)
+        ),
+    ))
+}
+
+fn action_name(action: Action) -> &'static str {
+    match action {
+        Action::Read => "read",
+        Action::Write => "write",
+        Action::Admin => "admin",
+    }
+}
+
+/// Describes a resource for a message, e.g. `tenant [t], database [d]`.
+fn describe(resource: Resource<'_>) -> String {
+    let parts: Vec<String> = [
+        ("tenant", resource.tenant),
+        ("database", resource.database),
+        ("collection", resource.collection),
+    ]
+    .into_iter()
+    .filter_map(|(kind, name)| name.map(|name| format!("{kind} [{name}]")))
+    .collect();
+    if parts.is_empty() {
+        "the whole server".to_string()
     } else {
-        Err(forbidden())
+        parts.join(", ")
     }
 }
 
