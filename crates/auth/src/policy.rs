@@ -16,7 +16,7 @@
 
 use serde::Deserialize;
 
-/// What a request does.
+/// The kind of operation a request performs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
@@ -37,7 +37,7 @@ pub struct Resource<'a> {
     pub collection: Option<&'a str>,
 }
 
-/// Why a policy file was rejected.
+/// An error in a policy file.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
     #[error(transparent)]
@@ -135,8 +135,9 @@ impl Policy {
 
     /// Returns whether any grant of the principal lies inside the tenant, and inside the
     /// database when one is given, whatever its actions. Such a principal may read the
-    /// tenant or database record itself (its name and id), which the stock clients
-    /// fetch when they connect; listing what it contains still needs a `read` grant.
+    /// tenant or database record itself (its name and id), because the stock clients
+    /// fetch both when they connect. Listing what they contain still needs a `read`
+    /// grant.
     pub fn reaches(&self, principal: &str, tenant: &str, database: Option<&str>) -> bool {
         self.grants.iter().any(|grant| {
             grant.principal == principal

@@ -111,7 +111,7 @@ fn finish(mut lanes: [f32; LANES], a: &[f32], b: &[f32], squared_difference: boo
     combine(lanes)
 }
 
-/// The portable loop: one multiply and one add per lane per chunk.
+/// Accumulates the lanes one by one: one multiply and one add per lane per chunk.
 #[inline(always)]
 fn lanes_portable(a: &[f32], b: &[f32], squared_difference: bool) -> [f32; LANES] {
     let mut lanes = [0.0f32; LANES];
@@ -128,7 +128,7 @@ fn lanes_portable(a: &[f32], b: &[f32], squared_difference: bool) -> [f32; LANES
     lanes
 }
 
-/// Views a chunk from `chunks_exact(LANES)` as an array, so the compiler sees the
+/// Views a chunk from `chunks_exact(LANES)` as an array, so the compiler knows the
 /// fixed length and keeps the lanes in one vector register.
 #[inline(always)]
 fn as_lanes(chunk: &[f32]) -> &[f32; LANES] {
@@ -189,7 +189,7 @@ mod x86 {
             sum = _mm512_add_ps(sum, term);
         }
         let mut lanes = [0.0f32; LANES];
-        // SAFETY: `lanes` holds 16 floats, the width of one unaligned 512-bit store.
+        // SAFETY: `lanes` contains 16 floats, the width of one unaligned 512-bit store.
         unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), sum) };
         lanes
     }
@@ -223,7 +223,7 @@ mod x86 {
             high = _mm256_add_ps(high, term_high);
         }
         let mut lanes = [0.0f32; LANES];
-        // SAFETY: `lanes` holds 16 floats: two unaligned 256-bit stores of 8 floats
+        // SAFETY: `lanes` contains 16 floats: two unaligned 256-bit stores of 8 floats
         // each, at offsets 0 and 8.
         unsafe {
             _mm256_storeu_ps(lanes.as_mut_ptr(), low);

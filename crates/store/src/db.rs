@@ -188,9 +188,9 @@ impl Store {
         let literal = key.sqlcipher_literal();
         self.connection
             .pragma_update(None, "key", literal.as_str())?;
-        // SQLCipher would print its own lines on stderr for a wrong key; the error
-        // returned below says the same in the server's log format. The setting takes
-        // effect only once the connection has a key.
+        // SQLCipher would print its own lines on stderr for a wrong key. The error
+        // returned below reports the same in the server's log format. The setting
+        // takes effect only once the connection has a key.
         self.connection
             .pragma_update(None, "cipher_log_level", "NONE")?;
 
