@@ -133,7 +133,9 @@ def test_plain_http_gets_no_api_answer(server):
             received += chunk
 
     assert b"nanosecond heartbeat" not in received
-    assert not received.startswith(b"HTTP/1.1 200")
+    assert received.startswith(b"HTTP/1.1 400"), received[:200]
+    assert b"InvalidArgumentError" in received
+    assert b"HTTPS" in received
     assert_admin_served(server)
 
 

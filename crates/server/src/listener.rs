@@ -101,12 +101,29 @@ async fn handshake(
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%peer, %error, "cannot set TCP_NODELAY");
     }
-    let tls_stream = match tokio::time::timeout(
-        state.settings.handshake_timeout,
-        acceptor.accept(stream),
-    )
-    .await
-    {
+    let deadline = tokio::time::Instant::now() + state.settings.handshake_timeout;
+
+    // A TLS connection starts with a handshake record (byte 0x16); an upper-case
+    // letter is the method of a plaintext HTTP request, which gets an HTTP error that
+    // says what to do instead of a TLS alert the client cannot read.
+    let mut first = [0u8; 1];
+    match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
+        Ok(Ok(1)) if first[0].is_ascii_uppercase() => {
+            reject_plaintext(stream, peer).await;
+            return None;
+        }
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => {
+            tracing::debug!(%peer, %error, "connection failed before the TLS handshake");
+            return None;
+        }
+        Err(_) => {
+            tracing::info!(%peer, timeout = ?state.settings.handshake_timeout, "TLS handshake timed out");
+            return None;
+        }
+    }
+
+    let tls_stream = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
         Ok(Ok(tls_stream)) => tls_stream,
         Ok(Err(error)) => {
             tracing::info!(%peer, %error, "TLS handshake failed");
@@ -139,4 +156,27 @@ async fn handshake(
             principal,
         },
     ))
+}
+
+/// Answers a plaintext HTTP request on the TLS port with a 400 in Chroma's error JSON,
+/// then closes the connection.
+async fn reject_plaintext(mut stream: TcpStream, peer: SocketAddr) {
+    use tokio::io::AsyncWriteExt;
+
+    tracing::info!(%peer, "rejected a plaintext HTTP request on the TLS port");
+    let body = api::ApiError::invalid(
+        "This server accepts only HTTPS (TLS 1.3) with a client certificate; connect with https:// and present a certificate from its client CA",
+    )
+    .to_json();
+    let response = format!(
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let write = async {
+        stream.write_all(response.as_bytes()).await?;
+        stream.shutdown().await
+    };
+    if let Ok(Err(error)) = tokio::time::timeout(std::time::Duration::from_secs(5), write).await {
+        tracing::debug!(%peer, %error, "cannot send the plaintext rejection");
+    }
 }
