@@ -103,9 +103,9 @@ async fn handshake(
     }
     let deadline = tokio::time::Instant::now() + state.settings.handshake_timeout;
 
-    // A TLS connection starts with a handshake record (byte 0x16); an upper-case
-    // letter is the method of a plaintext HTTP request, which gets an HTTP error that
-    // says what to do instead of a TLS alert the client cannot read.
+    // A TLS connection starts with a handshake record (byte 0x16), and a plaintext
+    // HTTP request with its upper-case method. A plaintext request gets an HTTP error
+    // that tells the client what to do, instead of a TLS alert it cannot read.
     let mut first = [0u8; 1];
     match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
         Ok(Ok(1)) if first[0].is_ascii_uppercase() => {
@@ -158,7 +158,7 @@ async fn handshake(
     ))
 }
 
-/// Answers a plaintext HTTP request on the TLS port with a 400 in Chroma's error JSON,
+/// Rejects a plaintext HTTP request on the TLS port with a 400 in Chroma's error JSON,
 /// then closes the connection.
 async fn reject_plaintext(mut stream: TcpStream, peer: SocketAddr) {
     use tokio::io::AsyncWriteExt;
