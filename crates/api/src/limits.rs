@@ -25,6 +25,11 @@ pub struct Limits {
     /// Maximum size of an embedding-function configuration, serialized, in bytes.
     /// Default 64 KiB.
     pub max_embedding_function_bytes: usize,
+    /// Queries whose candidate vectors total at most this many bytes are answered by
+    /// an exact scan instead of the HNSW index. Default 16 MiB: about 11,000 vectors
+    /// of 384 dimensions, which a scan reads in about a millisecond (an estimate from
+    /// memory bandwidth), so small collections and narrow filters get exact results.
+    pub exact_scan_max_vector_bytes: usize,
     pub metadata: MetadataLimits,
     pub filter: FilterLimits,
 }
@@ -39,6 +44,7 @@ impl Default for Limits {
             max_n_results: 100_000,
             max_get_limit: 1_000_000,
             max_embedding_function_bytes: 64 * 1024,
+            exact_scan_max_vector_bytes: 16 * 1024 * 1024,
             metadata: MetadataLimits::default(),
             filter: FilterLimits::default(),
         }

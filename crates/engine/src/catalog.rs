@@ -275,6 +275,7 @@ impl Engine {
             )));
         }
 
+        let hnsw = request.configuration.hnsw.clone();
         let space = Space::from_name(&request.configuration.hnsw.space).ok_or_else(|| {
             ApiError::invalid(format!(
                 "Invalid HNSW space [{}]",
@@ -291,7 +292,7 @@ impl Engine {
             metadata: request.metadata,
             schema: request.schema,
             position: 0,
-            records: Arc::new(RwLock::new(RecordSet::new(space, None))),
+            records: Arc::new(RwLock::new(RecordSet::new(space, None, hnsw))),
         };
         let row = entry.to_row();
         entry.position = self

@@ -12,13 +12,13 @@
 //!
 //! - [`Engine`]: the operations the API routes call, in `catalog` and `records`.
 //! - `state`: the in-memory catalog and record sets.
-//!
-//! Queries scan every candidate exactly.
-// NOTE: an exact scan costs O(records × dimension) per query; the HNSW index replaces it.
+//! - `vectors`: each collection's HNSW index. Queries over more candidate vectors
+//!   than `Limits::exact_scan_max_vector_bytes` search it; smaller ones scan exactly.
 
 mod catalog;
 mod records;
 mod state;
+mod vectors;
 
 use std::sync::Arc;
 

@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use crate::catalog::collection_not_found;
 use crate::state::{Record, RecordSet};
+use crate::vectors::VectorIndex;
 use crate::{internal, Engine};
 
 /// A change computed under the collection's write lock, applied to memory once the
@@ -207,7 +208,22 @@ impl Engine {
         }
         for change in changes {
             match change {
-                Change::Put { position, record } => {
+                Change::Put {
+                    position,
+                    mut record,
+                } => {
+                    let previous = set.records.get(&position);
+                    let previous_slot = previous.and_then(|old| old.slot);
+                    let same_embedding =
+                        previous.is_some_and(|old| old.embedding == record.embedding);
+                    if same_embedding {
+                        record.slot = previous_slot;
+                    } else if let Some(vectors) = set.vectors_mut() {
+                        if let Some(slot) = previous_slot {
+                            vectors.remove(slot);
+                        }
+                        record.slot = Some(vectors.insert(position, &record.embedding));
+                    }
                     set.next_position = set.next_position.max(position + 1);
                     set.positions.insert(record.id.clone(), position);
                     set.records.insert(position, record);
@@ -215,9 +231,15 @@ impl Engine {
                 Change::Delete { position } => {
                     if let Some(record) = set.records.remove(&position) {
                         set.positions.remove(&record.id);
+                        if let (Some(slot), Some(vectors)) = (record.slot, set.vectors.as_mut()) {
+                            vectors.remove(slot);
+                        }
                     }
                 }
             }
+        }
+        if let Some(vectors) = set.vectors.as_mut() {
+            vectors.compact_if_needed(&mut set.records);
         }
         Ok(count)
     }
@@ -255,6 +277,14 @@ impl Engine {
         id: Uuid,
         request: QueryRecords,
     ) -> Result<QueryResponse, ApiError> {
+        let ef_search = self
+            .catalog
+            .read()
+            .collection_in(tenant, database, id)?
+            .configuration
+            .hnsw
+            .ef_search;
+        let ef_search = usize::try_from(ef_search).unwrap_or(usize::MAX);
         let records = self.records_for_filter(tenant, database, id, &request.filter)?;
         let set = records.read();
 
@@ -278,32 +308,106 @@ impl Engine {
             )));
         }
 
-        let candidates: Vec<&Record> = matching(&set, request.ids.as_deref(), &request.filter)
-            .map(|(_, record)| record)
-            .collect();
+        let restricted = request.ids.is_some() || !request.filter.is_empty();
+        let candidates: Vec<(i64, &Record)> = if restricted {
+            matching(&set, request.ids.as_deref(), &request.filter).collect()
+        } else {
+            Vec::new()
+        };
+        let candidate_count = if restricted {
+            candidates.len()
+        } else {
+            set.records.len()
+        };
+        let vector_bytes =
+            candidate_count * set.dimension.unwrap_or(0) * std::mem::size_of::<f32>();
+        let approximate = set
+            .vectors
+            .as_ref()
+            .filter(|_| vector_bytes > self.limits.exact_scan_max_vector_bytes);
+
         let results = request
             .query_embeddings
             .iter()
             .map(|query| {
-                let query_inverse_norm = index::inverse_norm(query);
-                let scored = candidates.iter().map(|record| {
-                    let distance = index::distance(
-                        set.space,
+                let wanted = request.n_results.min(candidate_count);
+                if let Some(vectors) = approximate {
+                    let found = search_index(
+                        vectors,
                         query,
-                        query_inverse_norm,
-                        &record.embedding,
-                        record.inverse_norm,
+                        request.n_results,
+                        ef_search,
+                        restricted,
+                        &candidates,
                     );
-                    (*record, distance)
-                });
-                index::exact::nearest(request.n_results, scored)
+                    // The graph can come up short under a narrow filter or after many
+                    // deletes; an exact scan then gives the full answer.
+                    if found.len() >= wanted {
+                        return found
+                            .into_iter()
+                            .filter_map(|(position, distance)| {
+                                set.records
+                                    .get(&position)
+                                    .map(|record| (view(record, &request.include), distance))
+                            })
+                            .collect();
+                    }
+                }
+                let scanned: Box<dyn Iterator<Item = &Record>> = if restricted {
+                    Box::new(candidates.iter().map(|(_, record)| *record))
+                } else {
+                    Box::new(set.records.values())
+                };
+                exact_nearest(set.space, query, request.n_results, scanned)
                     .into_iter()
-                    .map(|neighbour| (view(neighbour.handle, &request.include), neighbour.distance))
+                    .map(|(record, distance)| (view(record, &request.include), distance))
                     .collect()
             })
             .collect();
         Ok(QueryResponse::new(results, request.include))
     }
+}
+
+/// Searches the vector index, restricted to `candidates` when the query is filtered.
+fn search_index(
+    vectors: &VectorIndex,
+    query: &[f32],
+    k: usize,
+    ef_search: usize,
+    restricted: bool,
+    candidates: &[(i64, &Record)],
+) -> Vec<(i64, f32)> {
+    let ef = ef_search.max(k);
+    if !restricted {
+        return vectors.search(query, k, ef, None);
+    }
+    let allowed: HashSet<i64> = candidates.iter().map(|(position, _)| *position).collect();
+    let allow = |position: i64| allowed.contains(&position);
+    vectors.search(query, k, ef, Some(&allow))
+}
+
+/// Returns the `k` records nearest the query by exact distance, nearest first.
+fn exact_nearest<'a>(
+    space: index::Space,
+    query: &[f32],
+    k: usize,
+    records: impl Iterator<Item = &'a Record>,
+) -> Vec<(&'a Record, f32)> {
+    let query_inverse_norm = index::inverse_norm(query);
+    let scored = records.map(|record| {
+        let distance = index::distance(
+            space,
+            query,
+            query_inverse_norm,
+            &record.embedding,
+            record.inverse_norm,
+        );
+        (record, distance)
+    });
+    index::exact::nearest(k, scored)
+        .into_iter()
+        .map(|neighbour| (neighbour.handle, neighbour.distance))
+        .collect()
 }
 
 fn dimension_error(expected: usize, got: usize) -> ApiError {
@@ -365,6 +469,7 @@ fn plan_writes(set: &mut RecordSet, kind: WriteKind, batch: RecordBatch) -> Vec<
                     document,
                     metadata: metadata.map(insert_metadata).filter(|m| !m.is_empty()),
                     uri,
+                    slot: None,
                 };
                 changes.push(Change::Put {
                     position: next_position,

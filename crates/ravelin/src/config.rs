@@ -62,6 +62,7 @@ pub struct LimitsSection {
     pub max_document_bytes: Option<usize>,
     pub max_dimension: Option<usize>,
     pub max_n_results: Option<usize>,
+    pub exact_scan_max_vector_bytes: Option<usize>,
 }
 
 impl ConfigFile {
@@ -150,6 +151,9 @@ impl Settings {
         }
         if let Some(value) = section.max_n_results {
             limits.max_n_results = value;
+        }
+        if let Some(value) = section.exact_scan_max_vector_bytes {
+            limits.exact_scan_max_vector_bytes = value;
         }
 
         Ok(Settings {
