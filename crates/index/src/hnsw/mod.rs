@@ -360,3 +360,24 @@ impl SplitMix64 {
 
 #[cfg(test)]
 mod tests;
+
+/// Inputs shared by the index's tests.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::SplitMix64;
+    use crate::Space;
+
+    pub const SPACES: [Space; 3] = [Space::L2, Space::InnerProduct, Space::Cosine];
+
+    /// Deterministic pseudo-random vectors in [-1, 1).
+    pub fn vectors(count: usize, dimension: usize, seed: u64) -> Vec<Vec<f32>> {
+        let mut rng = SplitMix64(seed);
+        (0..count)
+            .map(|_| {
+                (0..dimension)
+                    .map(|_| (rng.next_unit() * 2.0 - 1.0) as f32)
+                    .collect()
+            })
+            .collect()
+    }
+}

@@ -1,17 +1,6 @@
 use super::*;
 use crate::exact::nearest;
-
-/// Deterministic pseudo-random vectors in [-1, 1).
-fn vectors(count: usize, dimension: usize, seed: u64) -> Vec<Vec<f32>> {
-    let mut rng = SplitMix64(seed);
-    (0..count)
-        .map(|_| {
-            (0..dimension)
-                .map(|_| (rng.next_unit() * 2.0 - 1.0) as f32)
-                .collect()
-        })
-        .collect()
-}
+use crate::hnsw::test_support::vectors;
 
 fn build(space: Space, data: &[Vec<f32>]) -> Hnsw {
     let mut index = Hnsw::new(data[0].len(), space, HnswParams::default());

@@ -1,20 +1,7 @@
 use super::*;
 use crate::exact::nearest;
+use crate::hnsw::test_support::{vectors, SPACES};
 use crate::{inverse_norm, Space};
-
-const SPACES: [Space; 3] = [Space::L2, Space::InnerProduct, Space::Cosine];
-
-/// Deterministic pseudo-random vectors in [-1, 1).
-fn vectors(count: usize, dimension: usize, seed: u64) -> Vec<Vec<f32>> {
-    let mut rng = SplitMix64(seed);
-    (0..count)
-        .map(|_| {
-            (0..dimension)
-                .map(|_| (rng.next_unit() * 2.0 - 1.0) as f32)
-                .collect()
-        })
-        .collect()
-}
 
 fn build(space: Space, data: &[Vec<f32>]) -> Hnsw {
     let mut index = Hnsw::new(data[0].len(), space, super::super::HnswParams::default());
