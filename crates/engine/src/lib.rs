@@ -62,7 +62,7 @@ impl Engine {
             store.reset(DEFAULT_TENANT, (DEFAULT_DATABASE_ID, DEFAULT_DATABASE))?;
             snapshot = store.load_catalog()?;
         }
-        let catalog = Catalog::load(&store, snapshot)?;
+        let catalog = Catalog::load(&store, snapshot, limits.exact_scan_max_vector_bytes)?;
         Ok(Engine {
             store: Mutex::new(store),
             catalog: RwLock::new(catalog),
@@ -89,7 +89,8 @@ impl Engine {
 
         // Reload whether or not the reset committed, so memory matches the disk.
         let snapshot = store.load_catalog().map_err(internal)?;
-        *catalog = Catalog::load(&store, snapshot).map_err(|error| internal(error.to_string()))?;
+        *catalog = Catalog::load(&store, snapshot, self.limits.exact_scan_max_vector_bytes)
+            .map_err(|error| internal(error.to_string()))?;
         reset.map_err(internal)
     }
 }

@@ -218,7 +218,7 @@ impl Engine {
                         previous.is_some_and(|old| old.embedding == record.embedding);
                     if same_embedding {
                         record.slot = previous_slot;
-                    } else if let Some(vectors) = set.vectors_mut() {
+                    } else if let Some(vectors) = set.vectors.as_mut() {
                         if let Some(slot) = previous_slot {
                             vectors.remove(slot);
                         }
@@ -241,6 +241,7 @@ impl Engine {
         if let Some(vectors) = set.vectors.as_mut() {
             vectors.compact_if_needed(&mut set.records);
         }
+        set.index_if_large(self.limits.exact_scan_max_vector_bytes);
         Ok(count)
     }
 

@@ -84,32 +84,30 @@ impl RecordSet {
         }
     }
 
-    /// Returns the vector index, creating it once the dimension is known.
-    pub fn vectors_mut(&mut self) -> Option<&mut VectorIndex> {
-        if self.vectors.is_none() {
-            let dimension = self.dimension?;
-            self.vectors = Some(VectorIndex::new(dimension, self.space, &self.hnsw));
-        }
-        self.vectors.as_mut()
+    /// Returns the bytes of all the collection's vectors.
+    pub fn vector_bytes(&self) -> usize {
+        self.records.len() * self.dimension.unwrap_or(0) * std::mem::size_of::<f32>()
     }
 
-    /// Indexes every record in position order, as loaded from the store.
-    // NOTE: the index is rebuilt from the records at every start (about a third of a
-    // millisecond per 384-dimension record with the default settings); loading a
-    // checkpoint stored in the database is not implemented yet.
-    pub fn index_all(&mut self) {
-        let positions: Vec<i64> = self.records.keys().copied().collect();
-        for position in positions {
-            let Some(embedding) = self.records.get(&position).map(|r| r.embedding.clone()) else {
-                continue;
-            };
-            let slot = self
-                .vectors_mut()
-                .map(|vectors| vectors.insert(position, &embedding));
-            if let Some(record) = self.records.get_mut(&position) {
-                record.slot = slot;
-            }
+    /// Builds the HNSW index from every record, in position order, once the vectors
+    /// exceed `exact_scan_max_vector_bytes`. Smaller collections never need it, since
+    /// every query on them scans exactly, so their writes skip the insert cost.
+    // NOTE: the index is rebuilt from the records at every start and built in full by
+    // the write that crosses the threshold, which holds the collection's write lock
+    // meanwhile (about a third of a millisecond per 384-dimension record with the
+    // default settings); checkpoints in the database are not implemented yet.
+    pub fn index_if_large(&mut self, exact_scan_max_vector_bytes: usize) {
+        if self.vectors.is_some() || self.vector_bytes() <= exact_scan_max_vector_bytes {
+            return;
         }
+        let Some(dimension) = self.dimension else {
+            return;
+        };
+        let mut vectors = VectorIndex::new(dimension, self.space, &self.hnsw);
+        for (position, record) in self.records.iter_mut() {
+            record.slot = Some(vectors.insert(*position, &record.embedding));
+        }
+        self.vectors = Some(vectors);
     }
 }
 
@@ -175,7 +173,13 @@ fn agrees(derived: &CollectionConfiguration, stored: &CollectionConfiguration) -
 }
 
 impl Catalog {
-    pub fn load(store: &Store, snapshot: Snapshot) -> Result<Catalog, OpenError> {
+    /// Loads the catalog and every record. Collections whose vectors exceed
+    /// `exact_scan_max_vector_bytes` get their HNSW index built.
+    pub fn load(
+        store: &Store,
+        snapshot: Snapshot,
+        exact_scan_max_vector_bytes: usize,
+    ) -> Result<Catalog, OpenError> {
         let damaged = |what: &str, detail: String| OpenError::Damaged(format!("{what}: {detail}"));
 
         let tenants = snapshot.tenants.into_iter().map(|row| row.name).collect();
@@ -243,7 +247,7 @@ impl Catalog {
                 );
                 Ok(())
             })?;
-            records.index_all();
+            records.index_if_large(exact_scan_max_vector_bytes);
             tracing::debug!(collection = %id, records = records.records.len(), "loaded collection");
 
             collections.insert(
