@@ -110,8 +110,8 @@ impl ApiError {
         Self::new(ErrorKind::Conflict, message)
     }
 
-    /// An internal failure. The message goes to the client, so callers pass a fixed
-    /// text and log the detail themselves.
+    /// Creates an internal failure. The message goes to the client, so callers pass a
+    /// fixed text and log the detail themselves.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Internal, message)
     }

@@ -25,7 +25,7 @@ pub struct Limits {
     /// Maximum size of an embedding-function configuration, serialized, in bytes.
     /// Default 64 KiB.
     pub max_embedding_function_bytes: usize,
-    /// Queries whose candidate vectors total at most this many bytes are answered by
+    /// Queries whose candidate vectors total at most this many bytes are served by
     /// an exact scan instead of the HNSW index. Default 16 MiB: about 11,000 vectors
     /// of 384 dimensions, which a scan reads in about a millisecond (an estimate from
     /// memory bandwidth), so small collections and narrow filters get exact results.

@@ -173,7 +173,7 @@ impl UpdateCollection {
     }
 }
 
-/// Which record write a batch is for. The rules differ: add and upsert need
+/// The record write a batch is for. The rules differ: add and upsert need
 /// embeddings, and only upsert and update may delete metadata keys with `null`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteKind {

@@ -56,7 +56,7 @@ pub struct GetResponse {
 }
 
 impl GetResponse {
-    /// Builds the columns `include` asks for from records in result order.
+    /// Builds the columns listed in `include` from records in result order.
     pub fn new(records: Vec<RecordView>, include: Include) -> GetResponse {
         let columns = Columns::from_records(records, &include);
         GetResponse {

@@ -44,7 +44,7 @@ pub struct Engine {
     limits: Arc<Limits>,
 }
 
-/// Why the engine failed to open.
+/// An error opening the engine.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     #[error(transparent)]

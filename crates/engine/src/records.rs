@@ -342,7 +342,7 @@ impl Engine {
                         &candidates,
                     );
                     // The graph can come up short under a narrow filter or after many
-                    // deletes; an exact scan then gives the full answer.
+                    // deletes. An exact scan then returns the full result.
                     if found.len() >= wanted {
                         return found
                             .into_iter()

@@ -92,10 +92,10 @@ impl RecordSet {
     /// Builds the HNSW index from every record, in position order, once the vectors
     /// exceed `exact_scan_max_vector_bytes`. Smaller collections never need it, since
     /// every query on them scans exactly, so their writes skip the insert cost.
-    // NOTE: the index is rebuilt from the records at every start and built in full by
-    // the write that crosses the threshold, which holds the collection's write lock
-    // meanwhile (about a third of a millisecond per 384-dimension record with the
-    // default settings); checkpoints in the database are not implemented yet.
+    // NOTE: the index is rebuilt from the records at every start, and the write that
+    // crosses the threshold builds it in full under the collection's write lock (an
+    // estimated third of a millisecond per 384-dimension record with the default
+    // settings). Checkpoints in the database are not implemented yet.
     pub fn index_if_large(&mut self, exact_scan_max_vector_bytes: usize) {
         if self.vectors.is_some() || self.vector_bytes() <= exact_scan_max_vector_bytes {
             return;

@@ -128,7 +128,7 @@ fn lanes_portable(a: &[f32], b: &[f32], squared_difference: bool) -> [f32; LANES
     lanes
 }
 
-/// Views a chunk from `chunks_exact(LANES)` as an array, so the compiler knows the
+/// Views a chunk from `chunks_exact(LANES)` as an array, so the compiler sees the
 /// fixed length and keeps the lanes in one vector register.
 #[inline(always)]
 fn as_lanes(chunk: &[f32]) -> &[f32; LANES] {

@@ -105,7 +105,7 @@ async fn handshake(
 
     // A TLS connection starts with a handshake record (byte 0x16), and a plaintext
     // HTTP request with its upper-case method. A plaintext request gets an HTTP error
-    // that tells the client what to do, instead of a TLS alert it cannot read.
+    // that states what to do, instead of a TLS alert the client cannot read.
     let mut first = [0u8; 1];
     match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
         Ok(Ok(1)) if first[0].is_ascii_uppercase() => {

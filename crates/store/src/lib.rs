@@ -11,7 +11,7 @@
 //! - [`Store`]: opening, schema migration, and the reads and writes the engine uses.
 //!
 //! The store keeps metadata, configurations and schemas as JSON text that the engine
-//! encodes and decodes, so this crate knows nothing of the API's types. File names on
+//! encodes and decodes, so this crate does not depend on the API's types. File names on
 //! disk are fixed constants and never derived from client input.
 
 mod db;

@@ -273,8 +273,9 @@ impl Hnsw {
     }
 
     /// Rebuilds an index from a [`Hnsw::checkpoint`] output, validating every field.
-    /// Damaged or hostile input returns an error. It never panics, and it allocates
-    /// only after checking a length against the bytes that remain, apart from the
+    /// Damaged or hostile input returns an error instead of panicking; the tests feed
+    /// it every truncation and single-byte change of sample checkpoints. It allocates
+    /// only after checking a length against the bytes that remain, except for the
     /// fixed-size neighbour lists, which [`MAX_NEIGHBORS`] bounds.
     pub fn restore(bytes: &[u8]) -> Result<Hnsw, CheckpointError> {
         let mut reader = Reader::new(bytes);

@@ -4,8 +4,8 @@
 //!
 //! Every vector gets a slot, numbered from 0 in insertion order, and a random level
 //! drawn from a geometric distribution seeded by [`HnswParams::seed`], so the same
-//! inserts build the same graph. Level 0 holds every slot with up to `2 × M`
-//! neighbours; each higher level holds a thinning subset with up to `M`. A search
+//! inserts build the same graph. Level 0 contains every slot with up to `2 × M`
+//! neighbours. Each higher level contains a thinning subset with up to `M`. A search
 //! descends greedily from the entry point through the upper levels and then explores
 //! level 0 with a candidate list of `ef` entries.
 //!

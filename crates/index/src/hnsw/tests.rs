@@ -134,9 +134,9 @@ fn empty_and_mismatched_queries_return_nothing() {
     assert_eq!(index.search(&data[0], 50, 10, None).len(), 10);
 }
 
-/// Many identical vectors make the graph poorly connected (every link list fills with
-/// the oldest slots), so a search may return fewer than `k`; callers that need `k`
-/// fall back to an exact scan. The results it does return must still be valid.
+/// Many identical vectors make the graph poorly connected, because every link list
+/// fills with the oldest slots. A search may then return fewer than `k`, and callers
+/// that need `k` fall back to an exact scan. The results it does return must be valid.
 #[test]
 fn duplicate_vectors_return_valid_results() {
     let vector = vec![0.5f32; 8];
