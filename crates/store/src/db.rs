@@ -9,7 +9,7 @@ use crate::key::MasterKey;
 
 /// The schema version this build writes. Older versions are migrated at open; a newer
 /// version stops startup.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE meta (
@@ -51,6 +51,26 @@ CREATE TABLE records (
 );
 CREATE INDEX records_by_position ON records (collection_id, position);
 ";
+
+/// Version 2 adds index checkpoints. A checkpoint is split into chunks, because SQLite
+/// caps a single value at 1 GB and a large collection's index exceeds that.
+const SCHEMA_V2: &str = "
+CREATE TABLE index_checkpoints (
+    collection_id TEXT PRIMARY KEY REFERENCES collections(id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    byte_count INTEGER NOT NULL,
+    chunk_count INTEGER NOT NULL
+);
+CREATE TABLE index_checkpoint_chunks (
+    collection_id TEXT NOT NULL REFERENCES index_checkpoints(collection_id) ON DELETE CASCADE,
+    chunk INTEGER NOT NULL,
+    bytes BLOB NOT NULL,
+    PRIMARY KEY (collection_id, chunk)
+);
+";
+
+/// The size of each stored chunk of a checkpoint.
+const CHECKPOINT_CHUNK_BYTES: usize = 16 << 20;
 
 /// An error from the store.
 #[derive(Debug, thiserror::Error)]
@@ -252,9 +272,18 @@ impl Store {
         }
 
         let transaction = self.connection.transaction()?;
-        transaction.execute_batch(SCHEMA_V1)?;
+        if version < 1 {
+            transaction.execute_batch(SCHEMA_V1)?;
+            transaction.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', 1), ('last_seq', 0), ('next_position', 1)",
+                [],
+            )?;
+        }
+        if version < 2 {
+            transaction.execute_batch(SCHEMA_V2)?;
+        }
         transaction.execute(
-            "INSERT INTO meta (key, value) VALUES ('schema_version', ?1), ('last_seq', 0), ('next_position', 1)",
+            "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
             params![SCHEMA_VERSION],
         )?;
         transaction.commit()?;
@@ -456,7 +485,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let transaction = self.connection.transaction()?;
         transaction.execute_batch(
-            "DELETE FROM records; DELETE FROM collections; DELETE FROM databases; DELETE FROM tenants;",
+            "DELETE FROM index_checkpoints; DELETE FROM records; DELETE FROM collections; DELETE FROM databases; DELETE FROM tenants;",
         )?;
         transaction.execute(
             "INSERT INTO tenants (name, position) VALUES (?1, 0)",
@@ -481,14 +510,7 @@ impl Store {
         writes: &[RecordWrite],
     ) -> Result<i64, StoreError> {
         let transaction = self.connection.transaction()?;
-        let exists: bool = transaction.query_row(
-            "SELECT count(*) > 0 FROM collections WHERE id = ?1",
-            [collection_id],
-            |row| row.get(0),
-        )?;
-        if !exists {
-            return Err(StoreError::CollectionMissing(collection_id.to_string()));
-        }
+        require_collection(&transaction, collection_id)?;
 
         let seq = transaction.query_row(
             "UPDATE meta SET value = value + 1 WHERE key = 'last_seq' RETURNING value",
@@ -532,6 +554,147 @@ impl Store {
         }
         transaction.commit()?;
         Ok(seq)
+    }
+}
+
+impl Store {
+    /// Returns the sequence number of the last committed record write.
+    pub fn last_seq(&self) -> Result<i64, StoreError> {
+        Ok(self.meta_value("last_seq")?.unwrap_or(0))
+    }
+
+    /// Stores a collection's index checkpoint covering every record write up to `seq`,
+    /// replacing the previous one, in one transaction. A checkpoint older than the
+    /// stored one is not written; returns whether this one was.
+    pub fn write_checkpoint(
+        &mut self,
+        collection_id: &str,
+        seq: i64,
+        bytes: &[u8],
+    ) -> Result<bool, StoreError> {
+        let transaction = self.connection.transaction()?;
+        require_collection(&transaction, collection_id)?;
+        let stored: Option<i64> = transaction
+            .query_row(
+                "SELECT seq FROM index_checkpoints WHERE collection_id = ?1",
+                [collection_id],
+                |row| row.get(0),
+            )
+            .optional()?;
+        if stored.is_some_and(|stored| stored > seq) {
+            return Ok(false);
+        }
+        transaction.execute(
+            "DELETE FROM index_checkpoints WHERE collection_id = ?1",
+            [collection_id],
+        )?;
+        let chunks = bytes.chunks(CHECKPOINT_CHUNK_BYTES);
+        transaction.execute(
+            "INSERT INTO index_checkpoints (collection_id, seq, byte_count, chunk_count)
+             VALUES (?1, ?2, ?3, ?4)",
+            params![collection_id, seq, bytes.len() as i64, chunks.len() as i64],
+        )?;
+        {
+            let mut insert = transaction.prepare_cached(
+                "INSERT INTO index_checkpoint_chunks (collection_id, chunk, bytes)
+                 VALUES (?1, ?2, ?3)",
+            )?;
+            for (number, chunk) in chunks.enumerate() {
+                insert.execute(params![collection_id, number as i64, chunk])?;
+            }
+        }
+        transaction.commit()?;
+        Ok(true)
+    }
+
+    /// Reads a collection's index checkpoint: the sequence number it covers and its
+    /// bytes. Returns `None` when there is none, and an error when its chunks do not
+    /// add up to what its header records.
+    pub fn read_checkpoint(&self, collection_id: &str) -> Result<Option<Checkpoint>, StoreError> {
+        let header: Option<(i64, i64, i64)> = self
+            .connection
+            .query_row(
+                "SELECT seq, byte_count, chunk_count FROM index_checkpoints
+                 WHERE collection_id = ?1",
+                [collection_id],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )
+            .optional()?;
+        let Some((seq, byte_count, chunk_count)) = header else {
+            return Ok(None);
+        };
+        let damaged = |detail: String| {
+            StoreError::BadValue(format!(
+                "index checkpoint of collection {collection_id}: {detail}"
+            ))
+        };
+        let byte_count = usize::try_from(byte_count)
+            .map_err(|_| damaged(format!("byte count {byte_count} is negative")))?;
+        let mut bytes = Vec::new();
+        bytes
+            .try_reserve_exact(byte_count)
+            .map_err(|_| damaged(format!("cannot allocate {byte_count} bytes")))?;
+        let mut statement = self.connection.prepare(
+            "SELECT chunk, bytes FROM index_checkpoint_chunks WHERE collection_id = ?1
+             ORDER BY chunk",
+        )?;
+        let mut rows = statement.query([collection_id])?;
+        let mut expected_chunk = 0i64;
+        while let Some(row) = rows.next()? {
+            let chunk: i64 = row.get(0)?;
+            if chunk != expected_chunk {
+                return Err(damaged(format!("chunk {expected_chunk} is missing")));
+            }
+            let data = row
+                .get_ref(1)?
+                .as_blob()
+                .map_err(|_| damaged(format!("chunk {chunk} is not a blob")))?;
+            if bytes.len() + data.len() > byte_count {
+                return Err(damaged(format!("chunks exceed {byte_count} bytes")));
+            }
+            bytes.extend_from_slice(data);
+            expected_chunk += 1;
+        }
+        if expected_chunk != chunk_count || bytes.len() != byte_count {
+            return Err(damaged(format!(
+                "found {expected_chunk} chunks and {} bytes, expected {chunk_count} chunks and {byte_count} bytes",
+                bytes.len()
+            )));
+        }
+        Ok(Some(Checkpoint { seq, bytes }))
+    }
+
+    /// Deletes a collection's index checkpoint, if it has one.
+    pub fn delete_checkpoint(&mut self, collection_id: &str) -> Result<(), StoreError> {
+        self.connection.execute(
+            "DELETE FROM index_checkpoints WHERE collection_id = ?1",
+            [collection_id],
+        )?;
+        Ok(())
+    }
+}
+
+/// A stored index checkpoint.
+pub struct Checkpoint {
+    /// Every record write with a sequence number up to this one is in the checkpoint.
+    pub seq: i64,
+    pub bytes: Vec<u8>,
+}
+
+/// Fails with [`StoreError::CollectionMissing`] unless the collection exists.
+fn require_collection(
+    transaction: &Transaction<'_>,
+    collection_id: &str,
+) -> Result<(), StoreError> {
+    let exists: bool = transaction.query_row(
+        "SELECT count(*) > 0 FROM collections WHERE id = ?1",
+        [collection_id],
+        |row| row.get(0),
+    )?;
+    if exists {
+        Ok(())
+    } else {
+        Err(StoreError::CollectionMissing(collection_id.to_string()))
     }
 }
 
@@ -606,6 +769,99 @@ mod tests {
             .unwrap();
         assert_eq!(ids, ["a"]);
         store.check_integrity().unwrap();
+    }
+
+    /// Bytes that differ at every position, so a reordered chunk is detected.
+    fn pattern(length: usize) -> Vec<u8> {
+        (0..length).map(|i| (i % 251) as u8).collect()
+    }
+
+    #[test]
+    fn checkpoint_round_trip_across_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, mut store) = setup(dir.path());
+        assert!(store.read_checkpoint("c-id").unwrap().is_none());
+        let bytes = pattern(2 * CHECKPOINT_CHUNK_BYTES + 17);
+        assert!(store.write_checkpoint("c-id", 7, &bytes).unwrap());
+        drop(store);
+
+        let store = Store::open(&path, &MasterKey::from_bytes([3; KEY_BYTES])).unwrap();
+        let checkpoint = store.read_checkpoint("c-id").unwrap().unwrap();
+        assert_eq!(checkpoint.seq, 7);
+        assert!(checkpoint.bytes == bytes);
+    }
+
+    #[test]
+    fn older_checkpoint_does_not_replace_newer() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_path, mut store) = setup(dir.path());
+        assert!(store.write_checkpoint("c-id", 5, b"five").unwrap());
+        assert!(!store.write_checkpoint("c-id", 4, b"four").unwrap());
+        assert!(store.write_checkpoint("c-id", 5, b"five again").unwrap());
+        let checkpoint = store.read_checkpoint("c-id").unwrap().unwrap();
+        assert_eq!(
+            (checkpoint.seq, checkpoint.bytes),
+            (5, b"five again".to_vec())
+        );
+    }
+
+    #[test]
+    fn checkpoint_goes_with_its_collection() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_path, mut store) = setup(dir.path());
+        store.write_checkpoint("c-id", 1, b"graph").unwrap();
+        store.delete_collection("c-id").unwrap();
+        assert!(store.read_checkpoint("c-id").unwrap().is_none());
+        let chunks: i64 = store
+            .connection
+            .query_row("SELECT count(*) FROM index_checkpoint_chunks", [], |row| {
+                row.get(0)
+            })
+            .unwrap();
+        assert_eq!(chunks, 0);
+        let result = store.write_checkpoint("c-id", 2, b"graph");
+        assert!(matches!(result, Err(StoreError::CollectionMissing(_))));
+    }
+
+    #[test]
+    fn checkpoint_with_missing_chunk_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_path, mut store) = setup(dir.path());
+        let bytes = pattern(CHECKPOINT_CHUNK_BYTES + 1);
+        store.write_checkpoint("c-id", 1, &bytes).unwrap();
+        store
+            .connection
+            .execute("DELETE FROM index_checkpoint_chunks WHERE chunk = 0", [])
+            .unwrap();
+        let result = store.read_checkpoint("c-id");
+        assert!(
+            matches!(result, Err(StoreError::BadValue(_))),
+            "{:?}",
+            result.err()
+        );
+    }
+
+    #[test]
+    fn version_1_database_gains_checkpoint_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, mut store) = setup(dir.path());
+        store
+            .write_records("c-id", Some(1), &[RecordWrite::Put(record("a", 1))])
+            .unwrap();
+        store
+            .connection
+            .execute_batch(
+                "DROP TABLE index_checkpoint_chunks; DROP TABLE index_checkpoints;
+                 UPDATE meta SET value = 1 WHERE key = 'schema_version';",
+            )
+            .unwrap();
+        drop(store);
+
+        let mut store = Store::open(&path, &MasterKey::from_bytes([3; KEY_BYTES])).unwrap();
+        assert_eq!(store.meta_value("schema_version").unwrap(), Some(2));
+        assert_eq!(store.last_seq().unwrap(), 1);
+        store.write_checkpoint("c-id", 1, b"graph").unwrap();
+        assert!(store.read_checkpoint("c-id").unwrap().is_some());
     }
 
     #[test]

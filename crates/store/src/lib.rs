@@ -18,6 +18,7 @@ mod db;
 pub mod key;
 
 pub use db::{
-    CollectionRow, DatabaseRow, RecordRow, RecordWrite, Snapshot, Store, StoreError, TenantRow,
+    Checkpoint, CollectionRow, DatabaseRow, RecordRow, RecordWrite, Snapshot, Store, StoreError,
+    TenantRow,
 };
 pub use key::{KeyError, MasterKey};
