@@ -1,17 +1,14 @@
 //! Tenants, databases and collections.
 
-use std::sync::Arc;
-
 use api::error::ApiError;
 use api::metadata::metadata_to_json;
 use api::requests::{CreateCollection, UpdateCollection};
 use api::responses::{CollectionResponse, DatabaseResponse};
 use index::Space;
-use parking_lot::RwLock;
 use store::CollectionRow;
 use uuid::Uuid;
 
-use crate::state::{Catalog, CollectionEntry, DatabaseEntry, RecordSet};
+use crate::state::{Catalog, CollectionEntry, DatabaseEntry, RecordSet, Records, Upkeep};
 use crate::{internal, Engine};
 
 /// A tenant as the API returns it.
@@ -88,7 +85,7 @@ impl Catalog {
 
 impl CollectionEntry {
     pub(crate) fn to_response(&self) -> CollectionResponse {
-        let dimension = self.records.read().dimension;
+        let dimension = self.records.set.read().dimension;
         CollectionResponse {
             id: self.id.to_string(),
             name: self.name.clone(),
@@ -108,7 +105,7 @@ impl CollectionEntry {
             id: self.id.to_string(),
             database_id: self.database_id.clone(),
             name: self.name.clone(),
-            dimension: self.records.read().dimension.map(|d| d as i64),
+            dimension: self.records.set.read().dimension.map(|d| d as i64),
             configuration_json: self.configuration.to_json().to_string(),
             metadata_json: self
                 .metadata
@@ -220,7 +217,7 @@ impl Engine {
             .remove(&(tenant.to_string(), name.to_string()));
         catalog.collections.retain(|_, entry| {
             if entry.database_id == database_id {
-                entry.records.write().deleted = true;
+                entry.records.mark_deleted();
                 false
             } else {
                 true
@@ -275,7 +272,6 @@ impl Engine {
             )));
         }
 
-        let hnsw = request.configuration.hnsw.clone();
         let space = Space::from_name(&request.configuration.hnsw.space).ok_or_else(|| {
             ApiError::invalid(format!(
                 "Invalid HNSW space [{}]",
@@ -292,7 +288,7 @@ impl Engine {
             metadata: request.metadata,
             schema: request.schema,
             position: 0,
-            records: Arc::new(RwLock::new(RecordSet::new(space, None, hnsw))),
+            records: Records::new(RecordSet::new(space, None), Upkeep::default()),
         };
         let row = entry.to_row();
         entry.position = self
@@ -410,7 +406,7 @@ impl Engine {
             .delete_collection(&id.to_string())
             .map_err(internal)?;
         if let Some(entry) = catalog.collections.remove(&id) {
-            entry.records.write().deleted = true;
+            entry.records.mark_deleted();
         }
         Ok(())
     }

@@ -6,18 +6,23 @@
 //! write therefore leaves both the disk and memory as they were, and a crash loses
 //! nothing that was acknowledged.
 //!
-//! Locks are taken in one order: the catalog, then a collection's records, then the
-//! store. Reads take only read locks, so gets and queries run in parallel with each
-//! other and wait only for a write to the same collection.
+//! Locks are taken in one order: the catalog, then a collection's writer lock, then
+//! its records, then the store. Gets and queries take only read locks, so they run in
+//! parallel with each other. A write holds its collection's writer lock throughout,
+//! but takes the records' write lock only in steps of a few milliseconds, so queries
+//! are never held up for a whole batch.
 //!
 //! - [`Engine`]: the operations the API routes call, in `catalog` and `records`.
-//! - `state`: the in-memory catalog and record sets.
-//! - `vectors`: each collection's HNSW index. Queries over more candidate vectors
-//!   than `Limits::exact_scan_max_vector_bytes` search it; smaller ones scan exactly.
+//! - `state`: the in-memory catalog and record sets, and loading them at startup.
+//! - `vectors`: each collection's HNSW index and its checkpoint format. Queries over
+//!   more candidate vectors than `Limits::exact_scan_max_vector_bytes` search it;
+//!   smaller ones scan exactly.
+//! - `upkeep`: building, compacting and checkpointing the indexes in the background.
 
 mod catalog;
 mod records;
 mod state;
+mod upkeep;
 mod vectors;
 
 use std::sync::Arc;
@@ -30,6 +35,10 @@ use store::{Store, StoreError};
 use crate::state::Catalog;
 
 pub use catalog::TenantInfo;
+pub use upkeep::{
+    IndexInfo, Pass, UpkeepReport, UpkeepWorker, CHECKPOINT_CHANGES, CHECKPOINT_FRACTION,
+    CHECKPOINT_INTERVAL,
+};
 
 /// The default tenant and database that exist in every data directory.
 pub const DEFAULT_TENANT: &str = "default_tenant";
@@ -79,10 +88,10 @@ impl Engine {
     pub fn reset(&self) -> Result<(), ApiError> {
         let mut catalog = self.catalog.write();
 
-        // Writers take a collection's lock before the store's, so every record set is
-        // marked first and the store is locked only after in-flight writes finish.
+        // A writer that passed its check before this mark finds its collection gone
+        // in the store, or commits before the reset deletes it.
         for collection in catalog.collections.values() {
-            collection.records.write().deleted = true;
+            collection.records.mark_deleted();
         }
         let mut store = self.store.lock();
         let reset = store.reset(DEFAULT_TENANT, (DEFAULT_DATABASE_ID, DEFAULT_DATABASE));

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use api::embedding::vector_to_bytes;
 use api::error::ApiError;
@@ -17,7 +18,7 @@ use store::{RecordRow, RecordWrite};
 use uuid::Uuid;
 
 use crate::catalog::collection_not_found;
-use crate::state::{Record, RecordSet};
+use crate::state::{Record, RecordSet, Records, Upkeep};
 use crate::vectors::VectorIndex;
 use crate::{internal, Engine};
 
@@ -29,12 +30,7 @@ enum Change {
 }
 
 impl Engine {
-    fn records_of(
-        &self,
-        tenant: &str,
-        database: &str,
-        id: Uuid,
-    ) -> Result<Arc<RwLock<RecordSet>>, ApiError> {
+    fn records_of(&self, tenant: &str, database: &str, id: Uuid) -> Result<Arc<Records>, ApiError> {
         let catalog = self.catalog.read();
         Ok(Arc::clone(
             &catalog.collection_in(tenant, database, id)?.records,
@@ -49,7 +45,7 @@ impl Engine {
         database: &str,
         id: Uuid,
         filter: &Filter,
-    ) -> Result<Arc<RwLock<RecordSet>>, ApiError> {
+    ) -> Result<Arc<Records>, ApiError> {
         let catalog = self.catalog.read();
         let entry = catalog.collection_in(tenant, database, id)?;
         entry.schema.check_filter(filter)?;
@@ -68,18 +64,20 @@ impl Engine {
     ) -> Result<usize, ApiError> {
         let records = self.records_of(tenant, database, id)?;
         let (written, stored_kinds) = {
-            let mut set = records.write();
-            if set.deleted {
+            let mut upkeep = records.writer.lock();
+            if records.is_deleted() {
                 return Err(collection_not_found(&id.to_string()));
             }
-
-            let new_dimension = check_dimension(&set, &batch)?;
-            let changes = plan_writes(&mut set, kind, batch);
+            let (new_dimension, changes) = {
+                let set = records.set.read();
+                let new_dimension = check_dimension(&set, &batch)?;
+                (new_dimension, plan_writes(&set, kind, batch))
+            };
             if changes.is_empty() {
                 return Ok(0);
             }
             let stored_kinds = metadata_kinds(&changes);
-            let written = self.commit(&id, &mut set, new_dimension, changes)?;
+            let written = self.commit(&id, &records, &mut upkeep, new_dimension, changes)?;
             (written, stored_kinds)
         };
 
@@ -137,56 +135,47 @@ impl Engine {
         request: DeleteRecords,
     ) -> Result<usize, ApiError> {
         let records = self.records_for_filter(tenant, database, id, &request.filter)?;
-        let mut set = records.write();
-        if set.deleted {
+        let mut upkeep = records.writer.lock();
+        if records.is_deleted() {
             return Err(collection_not_found(&id.to_string()));
         }
         if request.ids.is_none() && request.filter.is_empty() {
             return Ok(0);
         }
 
-        let positions: Vec<i64> = matching(&set, request.ids.as_deref(), &request.filter)
-            .map(|(position, _)| position)
-            .take(request.limit.unwrap_or(usize::MAX))
-            .collect();
-        if positions.is_empty() {
+        let changes: Vec<Change> = {
+            let set = records.set.read();
+            matching(&set, request.ids.as_deref(), &request.filter)
+                .map(|(position, _)| Change::Delete { position })
+                .take(request.limit.unwrap_or(usize::MAX))
+                .collect()
+        };
+        if changes.is_empty() {
             return Ok(0);
         }
-        let changes = positions
-            .into_iter()
-            .map(|position| Change::Delete { position })
-            .collect();
-        self.commit(&id, &mut set, None, changes)
+        self.commit(&id, &records, &mut upkeep, None, changes)
     }
 
+    /// Stores a batch, then shows it in memory. The caller holds `records.writer`, so
+    /// the records do not change under it. Index work runs in short steps under the
+    /// write lock: new embeddings get hidden slots first, then one step publishes them
+    /// with the records and hides the slots they replace, and the replaced slots are
+    /// removed from the graph last.
     fn commit(
         &self,
         id: &Uuid,
-        set: &mut RecordSet,
+        records: &Records,
+        upkeep: &mut Upkeep,
         new_dimension: Option<usize>,
-        changes: Vec<Change>,
+        mut changes: Vec<Change>,
     ) -> Result<usize, ApiError> {
-        let writes: Vec<RecordWrite> = changes
-            .iter()
-            .filter_map(|change| match change {
-                Change::Put { position, record } => Some(RecordWrite::Put(RecordRow {
-                    id: record.id.clone(),
-                    position: *position,
-                    seq: 0,
-                    document: record.document.clone(),
-                    metadata_json: record
-                        .metadata
-                        .as_ref()
-                        .map(|m| metadata_to_json(m).to_string()),
-                    uri: record.uri.clone(),
-                    embedding: vector_to_bytes(&record.embedding),
-                })),
-                Change::Delete { position } => set
-                    .records
-                    .get(position)
-                    .map(|record| RecordWrite::Delete(record.id.clone())),
-            })
-            .collect();
+        let (writes, mut index_plan) = {
+            let set = records.set.read();
+            (
+                store_writes(&set, &changes),
+                IndexPlan::new(&set, &mut changes),
+            )
+        };
 
         let stored_dimension = new_dimension.map(|d| d as i64);
         let written = self
@@ -202,52 +191,57 @@ impl Engine {
             Err(error) => return Err(internal(error)),
         }
 
+        in_steps(&records.set, &index_plan.inserts, |set, &change| {
+            if let (Some(vectors), Change::Put { record, .. }) =
+                (set.vectors.as_mut(), &mut changes[change])
+            {
+                record.slot = Some(vectors.insert_hidden(&record.embedding));
+            }
+        });
+
         let count = changes.len();
-        if new_dimension.is_some() {
-            set.dimension = new_dimension;
-        }
-        for change in changes {
-            match change {
-                Change::Put {
-                    position,
-                    mut record,
-                } => {
-                    let previous = set.records.get(&position);
-                    let previous_slot = previous.and_then(|old| old.slot);
-                    let same_embedding =
-                        previous.is_some_and(|old| old.embedding == record.embedding);
-                    if same_embedding {
-                        record.slot = previous_slot;
-                    } else if let Some(vectors) = set.vectors.as_mut() {
-                        if let Some(slot) = previous_slot {
-                            vectors.remove(slot);
+        {
+            let mut set = records.set.write();
+            if new_dimension.is_some() {
+                set.dimension = new_dimension;
+            }
+            for change in changes {
+                match change {
+                    Change::Put { position, record } => {
+                        if let (Some(vectors), Some(slot)) = (set.vectors.as_mut(), record.slot) {
+                            vectors.publish(slot, position);
                         }
-                        record.slot = Some(vectors.insert(position, &record.embedding));
+                        set.next_position = set.next_position.max(position + 1);
+                        set.positions.insert(record.id.clone(), position);
+                        set.records.insert(position, record);
                     }
-                    set.next_position = set.next_position.max(position + 1);
-                    set.positions.insert(record.id.clone(), position);
-                    set.records.insert(position, record);
-                }
-                Change::Delete { position } => {
-                    if let Some(record) = set.records.remove(&position) {
-                        set.positions.remove(&record.id);
-                        if let (Some(slot), Some(vectors)) = (record.slot, set.vectors.as_mut()) {
-                            vectors.remove(slot);
+                    Change::Delete { position } => {
+                        if let Some(record) = set.records.remove(&position) {
+                            set.positions.remove(&record.id);
+                            index_plan.removals.extend(record.slot);
                         }
                     }
                 }
             }
+            if let Some(vectors) = set.vectors.as_mut() {
+                for slot in &index_plan.removals {
+                    vectors.hide(*slot);
+                }
+            }
         }
-        if let Some(vectors) = set.vectors.as_mut() {
-            vectors.compact_if_needed(&mut set.records);
-        }
-        set.index_if_large(self.limits.exact_scan_max_vector_bytes);
+
+        in_steps(&records.set, &index_plan.removals, |set, &slot| {
+            if let Some(vectors) = set.vectors.as_mut() {
+                vectors.remove(slot);
+            }
+        });
+        upkeep.note_changes(index_plan.inserts.len() + index_plan.removals.len());
         Ok(count)
     }
 
     pub fn count(&self, tenant: &str, database: &str, id: Uuid) -> Result<usize, ApiError> {
         let records = self.records_of(tenant, database, id)?;
-        let set = records.read();
+        let set = records.set.read();
         Ok(set.records.len())
     }
 
@@ -260,7 +254,7 @@ impl Engine {
         request: GetRecords,
     ) -> Result<GetResponse, ApiError> {
         let records = self.records_for_filter(tenant, database, id, &request.filter)?;
-        let set = records.read();
+        let set = records.set.read();
         let views = matching(&set, request.ids.as_deref(), &request.filter)
             .skip(request.offset)
             .take(request.limit.unwrap_or(usize::MAX))
@@ -287,7 +281,7 @@ impl Engine {
             .ef_search;
         let ef_search = usize::try_from(ef_search).unwrap_or(usize::MAX);
         let records = self.records_for_filter(tenant, database, id, &request.filter)?;
-        let set = records.read();
+        let set = records.set.read();
 
         if let (Some(dimension), Some(query)) = (set.dimension, request.query_embeddings.first()) {
             if query.len() != dimension {
@@ -369,6 +363,88 @@ impl Engine {
     }
 }
 
+/// The longest a writer holds a collection's write lock for one step of index work,
+/// and so about the longest a query waits for a write.
+const WRITE_STEP: Duration = Duration::from_millis(5);
+
+/// Calls `work` on each item, taking the write lock for steps of at most
+/// [`WRITE_STEP`] (and at least one item), so queries run between the steps.
+fn in_steps<T>(set: &RwLock<RecordSet>, items: &[T], mut work: impl FnMut(&mut RecordSet, &T)) {
+    let mut remaining = items.iter().peekable();
+    while remaining.peek().is_some() {
+        let mut guard = set.write();
+        let started = Instant::now();
+        for item in remaining.by_ref() {
+            work(&mut guard, item);
+            if started.elapsed() >= WRITE_STEP {
+                break;
+            }
+        }
+    }
+}
+
+/// The index work of a batch, decided before the batch is stored.
+struct IndexPlan {
+    /// Indexes into the batch's changes of the puts whose embedding needs a new slot.
+    inserts: Vec<usize>,
+    /// Slots whose records the batch replaces or deletes.
+    removals: Vec<u32>,
+}
+
+impl IndexPlan {
+    /// Plans the slots of `changes`, and gives each put that keeps its embedding its
+    /// current slot. Without an index there is nothing to do.
+    fn new(set: &RecordSet, changes: &mut [Change]) -> IndexPlan {
+        let mut plan = IndexPlan {
+            inserts: Vec::new(),
+            removals: Vec::new(),
+        };
+        if set.vectors.is_none() {
+            return plan;
+        }
+        for (index, change) in changes.iter_mut().enumerate() {
+            let Change::Put { position, record } = change else {
+                continue;
+            };
+            let previous = set.records.get(position);
+            let previous_slot = previous.and_then(|old| old.slot);
+            if previous.is_some_and(|old| old.embedding == record.embedding) {
+                record.slot = previous_slot;
+                continue;
+            }
+            record.slot = None;
+            plan.inserts.push(index);
+            plan.removals.extend(previous_slot);
+        }
+        plan
+    }
+}
+
+/// Returns the store writes of a batch.
+fn store_writes(set: &RecordSet, changes: &[Change]) -> Vec<RecordWrite> {
+    changes
+        .iter()
+        .filter_map(|change| match change {
+            Change::Put { position, record } => Some(RecordWrite::Put(RecordRow {
+                id: record.id.clone(),
+                position: *position,
+                seq: 0,
+                document: record.document.clone(),
+                metadata_json: record
+                    .metadata
+                    .as_ref()
+                    .map(|m| metadata_to_json(m).to_string()),
+                uri: record.uri.clone(),
+                embedding: vector_to_bytes(&record.embedding),
+            })),
+            Change::Delete { position } => set
+                .records
+                .get(position)
+                .map(|record| RecordWrite::Delete(record.id.clone())),
+        })
+        .collect()
+}
+
 /// Searches the vector index, restricted to `candidates` when the query is filtered.
 fn search_index(
     vectors: &VectorIndex,
@@ -436,7 +512,7 @@ fn check_dimension(set: &RecordSet, batch: &RecordBatch) -> Result<Option<usize>
 
 /// Computes the changes of an add, upsert or update. Add skips ids that exist, update
 /// skips ids that do not, and upsert updates existing ids and inserts the rest.
-fn plan_writes(set: &mut RecordSet, kind: WriteKind, batch: RecordBatch) -> Vec<Change> {
+fn plan_writes(set: &RecordSet, kind: WriteKind, batch: RecordBatch) -> Vec<Change> {
     let RecordBatch {
         ids,
         embeddings,

@@ -1,17 +1,20 @@
 //! The in-memory catalog and record sets, mirrored from the store.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
-use api::config::{CollectionConfiguration, HnswConfiguration};
+use api::config::CollectionConfiguration;
 use api::embedding::vector_from_bytes;
 use api::metadata::{decode_metadata_strict, Metadata, MetadataLimits};
 use api::schema::{Schema, ValueKind};
 use index::Space;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use store::{Snapshot, Store};
 use uuid::Uuid;
 
+use crate::upkeep::{Pass, CHECKPOINT_CHANGES, CHECKPOINT_FRACTION, CHECKPOINT_INTERVAL};
 use crate::vectors::VectorIndex;
 use crate::OpenError;
 
@@ -39,23 +42,97 @@ pub(crate) struct CollectionEntry {
     pub metadata: Option<Metadata>,
     pub schema: Schema,
     pub position: i64,
-    pub records: Arc<RwLock<RecordSet>>,
+    pub records: Arc<Records>,
+}
+
+/// A collection's records and the lock that orders its writers.
+///
+/// Lock order: the catalog, then `writer`, then `set`, then the store. A writer holds
+/// `writer` for its whole batch and takes `set` for writing only in short steps, so
+/// queries, which take `set` for reading, wait at most one step.
+pub(crate) struct Records {
+    /// Held by a writer from planning its batch until memory shows it, and by index
+    /// upkeep, so the two never interleave.
+    pub writer: Mutex<Upkeep>,
+    pub set: RwLock<RecordSet>,
+    /// Set when the collection is deleted, so a writer that raced the delete stops.
+    deleted: AtomicBool,
+}
+
+impl Records {
+    pub fn new(set: RecordSet, upkeep: Upkeep) -> Arc<Records> {
+        Arc::new(Records {
+            writer: Mutex::new(upkeep),
+            set: RwLock::new(set),
+            deleted: AtomicBool::new(false),
+        })
+    }
+
+    pub fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::Acquire)
+    }
+
+    pub fn mark_deleted(&self) {
+        self.deleted.store(true, Ordering::Release);
+    }
+}
+
+/// The state of a collection's index relative to its stored checkpoint.
+#[derive(Default)]
+pub(crate) struct Upkeep {
+    /// Slots inserted or removed since the stored checkpoint was taken, which a
+    /// restart would replay.
+    pub unsaved_changes: usize,
+    /// When the first of those changes happened.
+    pub unsaved_since: Option<Instant>,
+    /// When storing a checkpoint last failed; the next try waits
+    /// [`CHECKPOINT_INTERVAL`].
+    pub failed_at: Option<Instant>,
+}
+
+impl Upkeep {
+    pub fn note_changes(&mut self, count: usize) {
+        if count == 0 {
+            return;
+        }
+        self.unsaved_changes = self.unsaved_changes.saturating_add(count);
+        self.unsaved_since.get_or_insert_with(Instant::now);
+    }
+
+    pub fn saved(&mut self) {
+        *self = Upkeep::default();
+    }
+
+    /// Whether a pass should store a checkpoint of an index with `live` slots now.
+    pub fn checkpoint_due(&self, pass: Pass, live: usize) -> bool {
+        if self.unsaved_changes == 0 {
+            return false;
+        }
+        let waited = |since: Option<Instant>| {
+            since.is_some_and(|since| since.elapsed() >= CHECKPOINT_INTERVAL)
+        };
+        if pass == Pass::Final {
+            return true;
+        }
+        if self.failed_at.is_some() && !waited(self.failed_at) {
+            return false;
+        }
+        let enough = CHECKPOINT_CHANGES.max(live / CHECKPOINT_FRACTION);
+        self.unsaved_changes >= enough || waited(self.unsaved_since)
+    }
 }
 
 /// The records of one collection, in insertion order.
 pub(crate) struct RecordSet {
-    /// Set when the collection is deleted, so a writer that raced the delete stops.
-    pub deleted: bool,
     pub space: Space,
     /// Fixed by the first embedding written.
     pub dimension: Option<usize>,
     pub records: BTreeMap<i64, Record>,
     pub positions: HashMap<String, i64>,
     pub next_position: i64,
-    /// The HNSW index, created with the first embedding.
+    /// The HNSW index, built by index upkeep once the vectors exceed
+    /// `exact_scan_max_vector_bytes`.
     pub vectors: Option<VectorIndex>,
-    /// The HNSW settings the index is built with.
-    pub hnsw: HnswConfiguration,
 }
 
 #[derive(Clone)]
@@ -71,16 +148,14 @@ pub(crate) struct Record {
 }
 
 impl RecordSet {
-    pub fn new(space: Space, dimension: Option<usize>, hnsw: HnswConfiguration) -> RecordSet {
+    pub fn new(space: Space, dimension: Option<usize>) -> RecordSet {
         RecordSet {
-            deleted: false,
             space,
             dimension,
             records: BTreeMap::new(),
             positions: HashMap::new(),
             next_position: 1,
             vectors: None,
-            hnsw,
         }
     }
 
@@ -89,25 +164,64 @@ impl RecordSet {
         self.records.len() * self.dimension.unwrap_or(0) * std::mem::size_of::<f32>()
     }
 
-    /// Builds the HNSW index from every record, in position order, once the vectors
-    /// exceed `exact_scan_max_vector_bytes`. Smaller collections never need it, since
-    /// every query on them scans exactly, so their writes skip the insert cost.
-    // NOTE: the index is rebuilt from the records at every start, and the write that
-    // crosses the threshold builds it in full under the collection's write lock (an
-    // estimated third of a millisecond per 384-dimension record with the default
-    // settings). Checkpoints in the database are not implemented yet.
-    pub fn index_if_large(&mut self, exact_scan_max_vector_bytes: usize) {
-        if self.vectors.is_some() || self.vector_bytes() <= exact_scan_max_vector_bytes {
-            return;
+    /// Returns whether the collection is large enough for an index and has none yet.
+    pub fn needs_index(&self, exact_scan_max_vector_bytes: usize) -> bool {
+        self.vectors.is_none()
+            && self.dimension.is_some()
+            && self.vector_bytes() > exact_scan_max_vector_bytes
+    }
+
+    /// Makes `index` the collection's index and brings it up to date. The index comes
+    /// from a checkpoint that holds every record write up to `covered_seq`, and
+    /// `seqs` holds each record's last write. Slots whose record is gone or was
+    /// written after the checkpoint are removed, and records written after it are
+    /// inserted. Returns the number of slots changed, or why the checkpoint does not
+    /// fit the records.
+    pub fn attach_checkpoint(
+        &mut self,
+        mut index: VectorIndex,
+        covered_seq: i64,
+        seqs: &HashMap<i64, i64>,
+    ) -> Result<usize, String> {
+        if Some(index.dimension()) != self.dimension || index.space() != self.space {
+            return Err(format!(
+                "it holds {}-dimension {} vectors and the collection {} {} vectors",
+                index.dimension(),
+                index.space().name(),
+                self.dimension.map_or("no".to_string(), |dimension| format!(
+                    "{dimension}-dimension"
+                )),
+                self.space.name(),
+            ));
         }
-        let Some(dimension) = self.dimension else {
-            return;
-        };
-        let mut vectors = VectorIndex::new(dimension, self.space, &self.hnsw);
+        let mut changes = 0;
+        let stale: Vec<(u32, i64)> = index
+            .live_slots()
+            .filter(|(_, position)| seqs.get(position).is_none_or(|seq| *seq > covered_seq))
+            .collect();
+        let fresh: Vec<(u32, i64)> = index
+            .live_slots()
+            .filter(|(_, position)| seqs.get(position).is_some_and(|seq| *seq <= covered_seq))
+            .collect();
+        for (slot, _) in stale {
+            index.remove(slot);
+            changes += 1;
+        }
+        for (slot, position) in fresh {
+            if let Some(record) = self.records.get_mut(&position) {
+                record.slot = Some(slot);
+            }
+        }
         for (position, record) in self.records.iter_mut() {
-            record.slot = Some(vectors.insert(*position, &record.embedding));
+            if record.slot.is_none() {
+                let slot = index.insert_hidden(&record.embedding);
+                index.publish(slot, *position);
+                record.slot = Some(slot);
+                changes += 1;
+            }
         }
-        self.vectors = Some(vectors);
+        self.vectors = Some(index);
+        Ok(changes)
     }
 }
 
@@ -173,8 +287,10 @@ fn agrees(derived: &CollectionConfiguration, stored: &CollectionConfiguration) -
 }
 
 impl Catalog {
-    /// Loads the catalog and every record. Collections whose vectors exceed
-    /// `exact_scan_max_vector_bytes` get their HNSW index built.
+    /// Loads the catalog and every record, and each collection's index from its
+    /// checkpoint. A large collection whose checkpoint is missing or damaged is left
+    /// without an index, for index upkeep to build. Its queries scan exactly until
+    /// then.
     pub fn load(
         store: &Store,
         snapshot: Snapshot,
@@ -219,7 +335,8 @@ impl Catalog {
                 .dimension
                 .map(|dimension| usize::try_from(dimension).unwrap_or(0));
 
-            let mut records = RecordSet::new(space, dimension, configuration.hnsw.clone());
+            let mut records = RecordSet::new(space, dimension);
+            let mut seqs = HashMap::new();
             store.for_each_record(&row.id, |record| {
                 let embedding = vector_from_bytes(&record.embedding).ok_or_else(|| {
                     store::StoreError::BadValue(format!("embedding of a record in collection {id}"))
@@ -232,6 +349,7 @@ impl Catalog {
                     schema.discover_key(key, ValueKind::of(value));
                 }
                 records.next_position = records.next_position.max(record.position + 1);
+                seqs.insert(record.position, record.seq);
                 records.positions.insert(record.id.clone(), record.position);
                 records.records.insert(
                     record.position,
@@ -247,7 +365,14 @@ impl Catalog {
                 );
                 Ok(())
             })?;
-            records.index_if_large(exact_scan_max_vector_bytes);
+            let mut upkeep = Upkeep::default();
+            upkeep.note_changes(load_index(
+                store,
+                &id,
+                &mut records,
+                &seqs,
+                exact_scan_max_vector_bytes,
+            ));
             tracing::debug!(collection = %id, records = records.records.len(), "loaded collection");
 
             collections.insert(
@@ -262,7 +387,7 @@ impl Catalog {
                     metadata,
                     schema,
                     position: row.position,
-                    records: Arc::new(RwLock::new(records)),
+                    records: Records::new(records, upkeep),
                 },
             );
         }
@@ -273,4 +398,48 @@ impl Catalog {
             collections,
         })
     }
+}
+
+/// Loads a collection's index from its checkpoint and replays the writes after it.
+/// Returns the number of slots the replay changed. Logs why a large collection has no
+/// index after this.
+fn load_index(
+    store: &Store,
+    id: &Uuid,
+    records: &mut RecordSet,
+    seqs: &HashMap<i64, i64>,
+    exact_scan_max_vector_bytes: usize,
+) -> usize {
+    let problem = match store.read_checkpoint(&id.to_string()) {
+        Ok(Some(checkpoint)) => {
+            let started = Instant::now();
+            let attached = VectorIndex::restore(&checkpoint.bytes)
+                .and_then(|index| records.attach_checkpoint(index, checkpoint.seq, seqs));
+            match attached {
+                Ok(replayed) => {
+                    tracing::info!(
+                        collection = %id,
+                        records = records.records.len(),
+                        replayed,
+                        milliseconds = started.elapsed().as_millis() as u64,
+                        "loaded the vector index from its checkpoint"
+                    );
+                    return replayed;
+                }
+                Err(problem) => format!("its checkpoint is damaged ({problem})"),
+            }
+        }
+        Ok(None) => "it has no checkpoint".to_string(),
+        Err(error) => format!("its checkpoint cannot be read ({error})"),
+    };
+    if records.needs_index(exact_scan_max_vector_bytes) {
+        tracing::warn!(
+            collection = %id,
+            records = records.records.len(),
+            "rebuilding the vector index from the records, because {problem}; queries scan exactly until it is built"
+        );
+    } else {
+        tracing::debug!(collection = %id, "no vector index loaded, because {problem}");
+    }
+    0
 }

@@ -4,12 +4,15 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use engine::Engine;
+use engine::{Engine, UpkeepWorker};
 use server::tls::{server_config, TlsPaths};
 use server::{AppState, FrontSettings};
 
 use crate::bootstrap;
 use crate::config::Settings;
+
+/// How often index upkeep looks for indexes to build, compact or checkpoint.
+const UPKEEP_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub fn run(settings: Settings) -> Result<()> {
     // Bound first, so a port in use fails before a first start creates anything.
@@ -37,8 +40,12 @@ pub fn run(settings: Settings) -> Result<()> {
         tracing::warn!("running as root; start Ravelin as an unprivileged user");
     }
 
+    let engine = Arc::new(engine);
+    let upkeep = UpkeepWorker::start(Arc::clone(&engine), UPKEEP_PERIOD)
+        .context("cannot start the index upkeep thread")?;
+
     let state = Arc::new(AppState {
-        engine: Arc::new(engine),
+        engine,
         policy: Arc::new(prepared.policy),
         settings: FrontSettings {
             allow_reset: settings.allow_reset,
@@ -59,6 +66,13 @@ pub fn run(settings: Settings) -> Result<()> {
         print_connection_help(&settings, address);
         server::serve(listener, tls, state, shutdown_signal()).await
     })?;
+    let report = upkeep.stop();
+    if report.failed > 0 {
+        tracing::warn!(
+            failed = report.failed,
+            "some vector indexes have no current checkpoint; the next start replays their writes"
+        );
+    }
     tracing::info!("stopped");
     Ok(())
 }

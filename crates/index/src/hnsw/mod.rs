@@ -369,6 +369,30 @@ pub(crate) mod test_support {
 
     pub const SPACES: [Space; 3] = [Space::L2, Space::InnerProduct, Space::Cosine];
 
+    /// Deterministic vectors in `clusters` tight groups: each is a random centre in
+    /// [-1, 1) plus noise of at most `spread` per component. Neighbours in such data
+    /// are mostly within one group, which is harder for a graph than uniform data.
+    pub fn clustered(
+        count: usize,
+        dimension: usize,
+        clusters: usize,
+        spread: f64,
+        seed: u64,
+    ) -> Vec<Vec<f32>> {
+        let centres = vectors(clusters, dimension, seed);
+        let mut rng = SplitMix64(seed ^ 0x5a5a_5a5a);
+        (0..count)
+            .map(|i| {
+                centres[i % clusters]
+                    .iter()
+                    .map(|centre| {
+                        (f64::from(*centre) + (rng.next_unit() * 2.0 - 1.0) * spread) as f32
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
     /// Deterministic pseudo-random vectors in [-1, 1).
     pub fn vectors(count: usize, dimension: usize, seed: u64) -> Vec<Vec<f32>> {
         let mut rng = SplitMix64(seed);
