@@ -57,9 +57,16 @@ def as_float32(embeddings) -> np.ndarray:
     return np.asarray([np.asarray(e, dtype=np.float32) for e in embeddings], dtype=np.float32)
 
 
+# The exact-match checks below need exact results, so the 15 MB collection stays
+# under the exact-scan threshold. tests/python/test_index.py covers the index.
+EXACT_SCAN_CONFIG = "[limits]\nexact_scan_max_vector_bytes = 33554432\n"
+
+
 @pytest.fixture(scope="module")
 def e2e_server(module_server_factory) -> RavelinServer:
-    return module_server_factory.start()
+    config = module_server_factory.root / "exact-scan.toml"
+    config.write_text(EXACT_SCAN_CONFIG, encoding="utf-8")
+    return module_server_factory.start(extra_args=["--config", str(config)])
 
 
 @pytest.fixture(scope="module")

@@ -26,9 +26,12 @@ pub struct Limits {
     /// Default 64 KiB.
     pub max_embedding_function_bytes: usize,
     /// Queries whose candidate vectors total at most this many bytes are served by
-    /// an exact scan instead of the HNSW index. Default 16 MiB: about 11,000 vectors
-    /// of 384 dimensions, which a scan reads in about a millisecond (an estimate from
-    /// memory bandwidth), so small collections and narrow filters get exact results.
+    /// an exact scan instead of the HNSW index, and a collection gets an index only
+    /// once its vectors pass this size. Default 4 MiB: about 2,700 vectors of 384
+    /// dimensions. Scanning that many takes about 0.1 ms longer than searching the
+    /// index, a fifth of a single query's round trip through the stock client
+    /// (measured with `bench/server`, see docs/BENCHMARKS.md). Small collections and
+    /// narrow filters therefore get exact results at little cost.
     pub exact_scan_max_vector_bytes: usize,
     pub metadata: MetadataLimits,
     pub filter: FilterLimits,
@@ -44,7 +47,7 @@ impl Default for Limits {
             max_n_results: 100_000,
             max_get_limit: 1_000_000,
             max_embedding_function_bytes: 64 * 1024,
-            exact_scan_max_vector_bytes: 16 * 1024 * 1024,
+            exact_scan_max_vector_bytes: 4 * 1024 * 1024,
             metadata: MetadataLimits::default(),
             filter: FilterLimits::default(),
         }

@@ -43,6 +43,11 @@ pub struct AnnArgs {
     /// Distance space: l2, ip or cosine.
     #[arg(long, default_value = "cosine")]
     space: String,
+    /// Also time an exact scan of the base vectors, as the engine runs it for
+    /// collections under `exact_scan_max_vector_bytes`, and print it as one more line
+    /// with "method": "exact".
+    #[arg(long)]
+    exact: bool,
 }
 
 const RECALL_K: usize = 10;
@@ -115,7 +120,53 @@ pub fn run_ann(args: AnnArgs) -> Result<()> {
         });
         println!("{line}");
     }
+    if args.exact {
+        let inverse_norms: Vec<f32> = base
+            .chunks_exact(dimension)
+            .map(index::inverse_norm)
+            .collect();
+        let started = Instant::now();
+        let mut hits = 0usize;
+        for (query, truth) in queries.chunks_exact(dimension).zip(&ground_truth) {
+            let found = exact_nearest(space, dimension, &base, &inverse_norms, query);
+            hits += found.iter().filter(|slot| truth.contains(slot)).count();
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        let line = serde_json::json!({
+            "system": "ravelin",
+            "method": "exact",
+            "base": base_count,
+            "vector_bytes": base.len() * std::mem::size_of::<f32>(),
+            "recall_at_10": hits as f64 / (query_count * RECALL_K) as f64,
+            "qps": query_count as f64 / seconds,
+        });
+        println!("{line}");
+    }
     Ok(())
+}
+
+/// Returns the slots of the [`RECALL_K`] base vectors nearest `query`, scored one
+/// by one as the engine's exact scan scores records.
+fn exact_nearest(
+    space: Space,
+    dimension: usize,
+    base: &[f32],
+    inverse_norms: &[f32],
+    query: &[f32],
+) -> Vec<u32> {
+    let query_norm = index::inverse_norm(query);
+    let scored = base
+        .chunks_exact(dimension)
+        .zip(inverse_norms)
+        .enumerate()
+        .map(|(slot, (vector, norm))| {
+            let distance = index::distance(space, query, query_norm, vector, *norm);
+            (slot as u32, distance)
+        });
+    index::exact::nearest(RECALL_K, scored)
+        .into_iter()
+        .map(|n| n.handle)
+        .collect()
 }
 
 fn exact_ground_truth(
@@ -124,30 +175,13 @@ fn exact_ground_truth(
     base: &[f32],
     queries: &[f32],
 ) -> Vec<Vec<u32>> {
+    let inverse_norms: Vec<f32> = base
+        .chunks_exact(dimension)
+        .map(index::inverse_norm)
+        .collect();
     queries
         .chunks_exact(dimension)
-        .map(|query| {
-            let query_norm = index::inverse_norm(query);
-            let scored = base
-                .chunks_exact(dimension)
-                .enumerate()
-                .map(|(slot, vector)| {
-                    (
-                        slot as u32,
-                        index::distance(
-                            space,
-                            query,
-                            query_norm,
-                            vector,
-                            index::inverse_norm(vector),
-                        ),
-                    )
-                });
-            index::exact::nearest(RECALL_K, scored)
-                .into_iter()
-                .map(|n| n.handle)
-                .collect()
-        })
+        .map(|query| exact_nearest(space, dimension, base, &inverse_norms, query))
         .collect()
 }
 
