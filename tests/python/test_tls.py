@@ -176,9 +176,15 @@ def test_issue_client_out_dir(server, tmp_path):
         assert http.get("/heartbeat").status_code == 200
 
 
+# A principal that the policy does not name gets 403 where no resource is involved
+# and 404, as for something missing, on every tenant, database and collection.
 FORBIDDEN_ROUTES = [
     ("GET", "/auth/identity", None),
     ("GET", "/pre-flight-checks", None),
+    ("POST", "/tenants", {"name": "stranger-tenant"}),
+    ("POST", "/reset", None),
+]
+HIDDEN_ROUTES = [
     ("GET", "/tenants/default_tenant", None),
     ("GET", "/tenants/default_tenant/databases", None),
     ("GET", f"{DB_PATH}", None),
@@ -187,9 +193,7 @@ FORBIDDEN_ROUTES = [
     ("POST", f"{DB_PATH}/collections", {"name": "stranger-made", "get_or_create": False}),
     ("GET", f"{DB_PATH}/collections/owned", None),
     ("DELETE", f"{DB_PATH}/collections/owned", None),
-    ("POST", "/tenants", {"name": "stranger-tenant"}),
     ("POST", "/tenants/default_tenant/databases", {"name": "stranger-db"}),
-    ("POST", "/reset", None),
 ]
 
 
@@ -222,12 +226,18 @@ def test_unauthorized_principal_forbidden(server):
         assert version.status_code == 200
         assert isinstance(version.json(), str)
 
-        for method, path, body in FORBIDDEN_ROUTES + record_routes:
+        for method, path, body in FORBIDDEN_ROUTES:
             response = http.request(method, path, json=body)
             assert response.status_code == 403, (
                 f"{method} {path}: {response.status_code} {response.text}"
             )
             assert response.json()["error"] == "AuthError", f"{method} {path}: {response.text}"
+        for method, path, body in HIDDEN_ROUTES + record_routes:
+            response = http.request(method, path, json=body)
+            assert response.status_code == 404, (
+                f"{method} {path}: {response.status_code} {response.text}"
+            )
+            assert response.json()["error"] == "NotFoundError", f"{method} {path}: {response.text}"
 
     admin = server.connect()
     assert [c.name for c in admin.list_collections()] == ["owned"]
@@ -281,9 +291,11 @@ def test_narrow_grant_stock_client_connects(server_factory):
     articles.add(ids=["a"], embeddings=[[1.0, 0.0]], documents=["granted"])
     assert articles.count() == 1
 
-    with pytest.raises(chromadb.errors.ChromaAuthError) as denied:
+    # A collection outside the grant gets the not-found error of a missing one;
+    # creating one in the database the grant reaches is forbidden.
+    with pytest.raises(chromadb.errors.NotFoundError, match=r"Collection \[private\] does not exist"):
         client.get_collection("private", embedding_function=None)
-    assert "ingest" in str(denied.value)
-    assert "read" in str(denied.value)
-    with pytest.raises(chromadb.errors.ChromaAuthError):
+    with pytest.raises(chromadb.errors.ChromaAuthError) as denied:
         client.create_collection("other", embedding_function=None)
+    assert "ingest" in str(denied.value)
+    assert "admin" in str(denied.value)

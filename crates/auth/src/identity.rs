@@ -4,8 +4,10 @@ use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 /// An error deriving a principal from a certificate.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum IdentityError {
+    #[error("the connection presented no client certificate")]
+    NoCertificate,
     #[error("the client certificate cannot be parsed")]
     Unparsable,
     #[error("the client certificate names no identity: no SAN URI, SAN DNS name or subject CN")]

@@ -8,9 +8,11 @@
 //!
 //! - [`identity`]: the principal of a certificate.
 //! - [`policy`]: the policy file and the decision for one request.
+//! - [`token`]: bearer tokens and the token file.
 
 pub mod identity;
 pub mod policy;
+pub mod token;
 
 pub use identity::{principal_from_certificate, IdentityError};
-pub use policy::{Action, Policy, PolicyError, Resource};
+pub use policy::{Action, Decision, Grant, Level, Policy, PolicyError, Reach, Resource, Subject};

@@ -1,6 +1,6 @@
 //! Tenants, databases and collections.
 
-use api::error::ApiError;
+use api::error::{collection_not_found, database_not_found, tenant_not_found, ApiError};
 use api::metadata::metadata_to_json;
 use api::requests::{CreateCollection, UpdateCollection};
 use api::responses::{CollectionResponse, DatabaseResponse};
@@ -16,22 +16,6 @@ use crate::{internal, Engine};
 pub struct TenantInfo {
     pub name: String,
     pub resource_name: Option<String>,
-}
-
-fn tenant_not_found(tenant: &str) -> ApiError {
-    ApiError::not_found(format!("Tenant [{tenant}] not found"))
-}
-
-fn database_not_found(database: &str) -> ApiError {
-    ApiError::not_found(format!(
-        "Database [{database}] not found. Are you sure it exists?"
-    ))
-}
-
-/// The message for a collection that does not exist, or is outside the tenant and
-/// database in the path: the two cases must be indistinguishable.
-pub(crate) fn collection_not_found(collection: &str) -> ApiError {
-    ApiError::not_found(format!("Collection [{collection}] does not exist"))
 }
 
 impl Catalog {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use api::embedding::vector_to_bytes;
-use api::error::ApiError;
+use api::error::{collection_not_found, ApiError};
 use api::filter::Filter;
 use api::metadata::{metadata_to_json, Metadata, MetadataUpdate};
 use api::requests::{
@@ -17,7 +17,6 @@ use parking_lot::RwLock;
 use store::{RecordRow, RecordWrite};
 use uuid::Uuid;
 
-use crate::catalog::collection_not_found;
 use crate::state::{Record, RecordSet, Records, Upkeep};
 use crate::vectors::VectorIndex;
 use crate::{internal, Engine};

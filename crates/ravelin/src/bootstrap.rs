@@ -105,10 +105,14 @@ fn load_policy(settings: &Settings, first_start: bool) -> Result<Policy> {
             );
         }
     }
-    let text = fs::read_to_string(&settings.policy)
-        .with_context(|| format!("cannot read the policy file {}", settings.policy.display()))?;
-    Policy::parse(&text)
-        .with_context(|| format!("invalid policy file {}", settings.policy.display()))
+    read_policy(&settings.policy)
+}
+
+/// Reads and parses a policy file.
+pub fn read_policy(path: &std::path::Path) -> Result<Policy> {
+    let text = fs::read_to_string(path)
+        .with_context(|| format!("cannot read the policy file {}", path.display()))?;
+    Policy::parse(&text).with_context(|| format!("invalid policy file {}", path.display()))
 }
 
 fn warn_if_open(dir: &std::path::Path) {

@@ -19,6 +19,11 @@
 //!
 //! [limits]
 //! max_batch_size = 5461
+//!
+//! [tokens]
+//! enabled = false                         # accept bearer tokens as well
+//! file = "/etc/ravelin/tokens.toml"       # default: <data_dir>/tokens.toml
+//! without_certificate = false             # let a token stand in for a certificate
 //! ```
 
 use std::net::SocketAddr;
@@ -29,6 +34,8 @@ use serde::Deserialize;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8000";
 pub const DEFAULT_DATA_DIR: &str = "ravelin-data";
+/// The token file's name inside the data directory.
+pub const TOKENS_FILE: &str = "tokens.toml";
 
 /// The configuration file as written.
 #[derive(Debug, Default, Deserialize)]
@@ -44,6 +51,17 @@ pub struct ConfigFile {
     pub tls: TlsSection,
     #[serde(default)]
     pub limits: LimitsSection,
+    #[serde(default)]
+    pub tokens: TokensSection,
+}
+
+/// Bearer tokens, off unless `enabled`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokensSection {
+    pub enabled: Option<bool>,
+    pub file: Option<PathBuf>,
+    pub without_certificate: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -94,6 +112,10 @@ pub struct Settings {
     pub allow_reset: bool,
     pub max_body_bytes: usize,
     pub limits: api::Limits,
+    /// Bearer token settings, or `None` when tokens are off.
+    pub tokens: Option<server::TokenSettings>,
+    /// The token file `ravelin token` manages, whether or not the server accepts tokens.
+    pub tokens_file: PathBuf,
 }
 
 /// Values given on the command line; each overrides the file.
@@ -156,7 +178,27 @@ impl Settings {
             limits.exact_scan_max_vector_bytes = value;
         }
 
+        let tokens_file = file
+            .tokens
+            .file
+            .clone()
+            .unwrap_or_else(|| data_dir.join(TOKENS_FILE));
+        let without_certificate = file.tokens.without_certificate.unwrap_or(false);
+        let tokens = if file.tokens.enabled.unwrap_or(false) {
+            Some(server::TokenSettings {
+                file: tokens_file.clone(),
+                without_certificate,
+            })
+        } else {
+            if without_certificate {
+                anyhow::bail!("tokens.without_certificate needs tokens.enabled = true");
+            }
+            None
+        };
+
         Ok(Settings {
+            tokens,
+            tokens_file,
             listen,
             key_file_is_default: key_file.is_none(),
             key_file: key_file.unwrap_or_else(|| data_dir.join("master.key")),

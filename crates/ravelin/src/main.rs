@@ -5,6 +5,7 @@ mod bootstrap;
 mod config;
 mod pki;
 mod serve;
+mod token;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -42,10 +43,57 @@ enum Command {
         #[command(subcommand)]
         command: PkiCommand,
     },
+    /// Create, list and revoke bearer tokens (accepted when `tokens.enabled` is set).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+        /// The server's configuration file, for the token file's location.
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+        /// Data directory [default: ravelin-data]; the token file defaults to DATA_DIR/tokens.toml.
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Check access policy files.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// Measure the index: recall and queries per second.
     Bench {
         #[command(subcommand)]
         command: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token for a principal and print it. It is shown only this once.
+    Create {
+        /// The principal the token authenticates as: a certificate identity the
+        /// policy grants to.
+        #[arg(long)]
+        principal: String,
+        /// Lifetime: a whole number of days (d), hours (h) or minutes (m), at most 3650d.
+        #[arg(long, default_value = "30d")]
+        expires: String,
+    },
+    /// List the tokens: id, state, expiry and principal.
+    List,
+    /// Revoke a token by id; a running server refuses it from its next request.
+    Revoke {
+        /// The token id, as `list` shows it.
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Validate a policy file and print what each principal it names may do. Exits
+    /// with status 1 when the file is invalid.
+    Check {
+        /// The policy file.
+        file: PathBuf,
     },
 }
 
@@ -139,6 +187,49 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Bench {
             command: BenchCommand::Ann(args),
         } => bench::run_ann(args),
+        Command::Token {
+            command,
+            config,
+            data_dir,
+        } => {
+            let file = match &config {
+                Some(path) => ConfigFile::read(path)?,
+                None => ConfigFile::default(),
+            };
+            let overrides = Overrides {
+                data_dir,
+                ..Overrides::default()
+            };
+            let path = Settings::resolve(file, overrides)?.tokens_file;
+            match command {
+                TokenCommand::Create { principal, expires } => {
+                    let lifetime = token::parse_lifetime(&expires)?;
+                    let created = token::create(&path, &principal, lifetime)?;
+                    eprintln!(
+                        "Created a token for principal [{principal}], valid for {expires}, in {}. It is shown only once:",
+                        path.display()
+                    );
+                    println!("{created}");
+                    Ok(())
+                }
+                TokenCommand::List => {
+                    print!("{}", token::list(&path)?);
+                    Ok(())
+                }
+                TokenCommand::Revoke { id } => {
+                    token::revoke(&path, &id)?;
+                    eprintln!("Revoked token {id}.");
+                    Ok(())
+                }
+            }
+        }
+        Command::Policy {
+            command: PolicyCommand::Check { file },
+        } => {
+            let policy = bootstrap::read_policy(&file)?;
+            print!("{}", policy_summary(&file, &policy));
+            Ok(())
+        }
         Command::Pki {
             command:
                 PkiCommand::IssueClient {
@@ -173,4 +264,36 @@ fn init_logging(format: LogFormat) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+}
+
+/// Describes a valid policy: what each principal it names may do.
+fn policy_summary(path: &std::path::Path, policy: &auth::Policy) -> String {
+    let principals = policy.principals();
+    let mut text = format!(
+        "{} is valid: {} grants for {} principals\n",
+        path.display(),
+        policy.grants().len(),
+        principals.len()
+    );
+    for principal in principals {
+        let roles: Vec<&str> = policy.roles_of(principal).collect();
+        text.push_str(&format!("\nprincipal [{principal}]"));
+        if !roles.is_empty() {
+            text.push_str(&format!(", member of role [{}]", roles.join("], [")));
+        }
+        text.push('\n');
+        let mut any = false;
+        for grant in policy.grants_of(principal) {
+            any = true;
+            let through = match &grant.subject {
+                auth::Subject::Role(role) => format!(" (through role [{role}])"),
+                auth::Subject::Principal(_) => String::new(),
+            };
+            text.push_str(&format!("  {}{through}\n", grant.describe()));
+        }
+        if !any {
+            text.push_str("  nothing: every request is denied\n");
+        }
+    }
+    text
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use engine::{Engine, UpkeepWorker};
 use server::tls::{server_config, TlsPaths};
-use server::{AppState, FrontSettings};
+use server::{AppState, FrontSettings, SharedPolicy, TokenStore};
 
 use crate::bootstrap;
 use crate::config::Settings;
@@ -30,7 +30,21 @@ pub fn run(settings: Settings) -> Result<()> {
         certificate: settings.tls_certificate.clone(),
         key: settings.tls_key.clone(),
         client_ca: settings.client_ca.clone(),
+        certificate_optional: settings
+            .tokens
+            .as_ref()
+            .is_some_and(|tokens| tokens.without_certificate),
     })?;
+    let tokens = match &settings.tokens {
+        Some(token_settings) => {
+            let store = TokenStore::open(token_settings.clone()).map_err(anyhow::Error::msg)?;
+            if token_settings.without_certificate {
+                tracing::warn!("bearer tokens are accepted without a client certificate");
+            }
+            Some(store)
+        }
+        None => None,
+    };
     let engine = Engine::open(prepared.store, settings.limits.clone())
         .context("cannot load the database")?;
 
@@ -46,7 +60,8 @@ pub fn run(settings: Settings) -> Result<()> {
 
     let state = Arc::new(AppState {
         engine,
-        policy: Arc::new(prepared.policy),
+        policy: SharedPolicy::new(prepared.policy),
+        tokens,
         settings: FrontSettings {
             allow_reset: settings.allow_reset,
             max_body_bytes: settings.max_body_bytes,
@@ -62,6 +77,7 @@ pub fn run(settings: Settings) -> Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
+        reload_policy_on_sighup(Arc::clone(&state), settings.policy.clone());
         tracing::info!("listening on https://{address} (TLS 1.3, client certificates required)");
         print_connection_help(&settings, address);
         server::serve(listener, tls, state, shutdown_signal()).await
@@ -75,6 +91,32 @@ pub fn run(settings: Settings) -> Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Rereads the policy file on every SIGHUP. A file that cannot be read or parsed
+/// leaves the policy in force unchanged, and the reason is logged.
+fn reload_policy_on_sighup(state: Arc<AppState>, path: std::path::PathBuf) {
+    let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(signal) => signal,
+        Err(error) => {
+            tracing::error!(%error, "cannot listen for SIGHUP; policy changes need a restart");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            match bootstrap::read_policy(&path) {
+                Ok(policy) => {
+                    let grants = policy.grants().len();
+                    state.policy.replace(policy);
+                    tracing::info!(path = %path.display(), grants, "reloaded the policy");
+                }
+                Err(error) => {
+                    tracing::error!(path = %path.display(), error = format!("{error:#}"), "cannot reload the policy; the previous policy stays in force");
+                }
+            }
+        }
+    });
 }
 
 async fn shutdown_signal() {

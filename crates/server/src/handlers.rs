@@ -4,14 +4,14 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use api::error::{ApiError, ErrorKind};
+use api::error::{collection_not_found, database_not_found, tenant_not_found, ApiError, ErrorKind};
 use api::requests::{
     parse_json, CreateCollection, CreateNamed, DeleteRecords, GetRecords, QueryRecords,
     RecordBatch, UpdateCollection, WriteKind,
 };
-use auth::{Action, Resource};
+use auth::{Action, Decision, Level, Policy, Resource};
 use bytes::Bytes;
-use engine::{Engine, DEFAULT_DATABASE, DEFAULT_TENANT};
+use engine::Engine;
 use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderValue, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
@@ -101,12 +101,8 @@ async fn respond(
         _ => {}
     }
 
-    let principal = client.principal.as_ref().map_err(|error| {
-        ApiError::new(
-            ErrorKind::Unauthenticated,
-            format!("Unauthenticated: {error}"),
-        )
-    })?;
+    let principal = crate::tokens::authenticate(state.tokens.as_ref(), client, request.headers())?;
+    let principal = &principal;
     authorize(state, principal, &route)?;
 
     let query = request.uri().query().map(str::to_string);
@@ -145,15 +141,24 @@ fn database_of(scope: &Scope) -> Resource<'_> {
 }
 
 /// Decides a request from its route alone, before the body is read, so a request that
-/// is not allowed is never decoded.
+/// is not allowed is never decoded. A denied request on something the principal's
+/// grants do not reach gets the engine's not-found error for it, so a principal cannot
+/// tell what exists outside its grants. A denied request on something it reaches
+/// gets 403.
 fn authorize(state: &AppState, principal: &str, route: &Route) -> Result<(), ApiError> {
-    if !state.policy.knows(principal) {
-        return Err(ApiError::new(
-            ErrorKind::Forbidden,
-            format!("Forbidden: principal [{principal}] has no grants; add one to the policy file"),
-        ));
+    let policy = state.policy.current();
+    // A principal the policy does not name learns nothing, not even the server's
+    // limits or its own identity record.
+    if !policy.knows(principal) && !matches!(route, Route::Healthcheck) {
+        if let Route::Identity | Route::PreFlight | Route::Unsupported(_) = route {
+            return Err(ApiError::new(
+                ErrorKind::Forbidden,
+                format!(
+                    "Forbidden: principal [{principal}] has no grants; add one to the policy file"
+                ),
+            ));
+        }
     }
-
     let server = Resource::default();
     let collection_id_name;
     let (action, resource) = match route {
@@ -164,15 +169,12 @@ fn authorize(state: &AppState, principal: &str, route: &Route) -> Result<(), Api
         | Route::Identity
         | Route::Unsupported(_) => return Ok(()),
         Route::Reset | Route::CreateTenant => (Action::Admin, server),
-        // The stock clients read the tenant and database records when they connect, so
-        // any grant inside them is enough to read the records themselves.
-        Route::GetTenant { tenant } if state.policy.reaches(principal, tenant, None) => {
-            return Ok(())
-        }
+        // The stock clients read the tenant and database records when they connect, and
+        // a collection's record before they touch its records, so any grant inside one
+        // of them is enough to read its record.
+        Route::GetTenant { tenant } if policy.reaches(principal, tenant, None) => return Ok(()),
         Route::GetDatabase(scope)
-            if state
-                .policy
-                .reaches(principal, &scope.tenant, Some(&scope.database)) =>
+            if policy.reaches(principal, &scope.tenant, Some(&scope.database)) =>
         {
             return Ok(())
         }
@@ -183,8 +185,18 @@ fn authorize(state: &AppState, principal: &str, route: &Route) -> Result<(), Api
         Route::GetDatabase(scope)
         | Route::ListCollections(scope)
         | Route::CountCollections(scope) => (Action::Read, database_of(scope)),
-        Route::DeleteDatabase(scope) => (Action::Admin, tenant_of(&scope.tenant)),
+        Route::DeleteDatabase(scope) => {
+            // Deleting a database needs admin on its tenant, but a database the
+            // principal does not reach is hidden like any other.
+            hide_unreached(&policy, principal, Action::Admin, database_of(scope), None)?;
+            (Action::Admin, tenant_of(&scope.tenant))
+        }
         Route::CreateCollection(scope) => (Action::Admin, database_of(scope)),
+        Route::GetCollection(scope, name)
+            if policy.reaches_collection(principal, &scope.tenant, &scope.database, name) =>
+        {
+            return Ok(())
+        }
         Route::GetCollection(scope, name) => (
             Action::Read,
             Resource {
@@ -212,6 +224,9 @@ fn authorize(state: &AppState, principal: &str, route: &Route) -> Result<(), Api
                 },
                 _ => Action::Admin,
             };
+            // Hide the tenant and database before looking the id up, so the lookup's
+            // result never reveals what lies outside the principal's grants.
+            hide_unreached(&policy, principal, action, database_of(scope), None)?;
             collection_id_name = state
                 .engine
                 .get_collection_by_id(&scope.tenant, &scope.database, *id)?
@@ -220,28 +235,53 @@ fn authorize(state: &AppState, principal: &str, route: &Route) -> Result<(), Api
                 collection: Some(collection_id_name.as_str()),
                 ..database_of(scope)
             };
+            let shown = id.to_string();
+            hide_unreached(&policy, principal, action, resource, Some(&shown))?;
+            let reached = policy.reaches_collection(
+                principal,
+                &scope.tenant,
+                &scope.database,
+                &collection_id_name,
+            );
+            if matches!(route, Route::GetCollectionById(..)) && reached {
+                return Ok(());
+            }
             (action, resource)
         }
     };
 
-    if state.policy.allows(principal, action, resource) {
+    hide_unreached(&policy, principal, action, resource, None)?;
+    if policy.allows(principal, action, resource) {
         return Ok(());
     }
     Err(ApiError::new(
         ErrorKind::Forbidden,
         format!(
             "Forbidden: principal [{principal}] has no {} grant on {}; grants are set in the policy file",
-            action_name(action),
+            action.name(),
             describe(resource)
         ),
     ))
 }
 
-fn action_name(action: Action) -> &'static str {
-    match action {
-        Action::Read => "read",
-        Action::Write => "write",
-        Action::Admin => "admin",
+/// Fails with the not-found error when the decision hides the resource. A collection
+/// is named by `collection_shown` when the request gave its id instead of its name.
+fn hide_unreached(
+    policy: &Policy,
+    principal: &str,
+    action: Action,
+    resource: Resource<'_>,
+    collection_shown: Option<&str>,
+) -> Result<(), ApiError> {
+    match policy.decide(principal, action, resource) {
+        Decision::Allowed | Decision::Forbidden => Ok(()),
+        Decision::Hidden(level) => Err(match level {
+            Level::Tenant => tenant_not_found(resource.tenant.unwrap_or_default()),
+            Level::Database => database_not_found(resource.database.unwrap_or_default()),
+            Level::Collection => {
+                collection_not_found(collection_shown.or(resource.collection).unwrap_or_default())
+            }
+        }),
     }
 }
 
@@ -358,11 +398,16 @@ fn execute(
         Route::Healthcheck => {
             Reply::ok(&json!({"is_executor_ready": true, "is_log_client_ready": true}))
         }
-        Route::Identity => Reply::ok(&json!({
-            "user_id": principal,
-            "tenant": DEFAULT_TENANT,
-            "databases": [DEFAULT_DATABASE],
-        })),
+        // A principal whose grants name one tenant and one database gets them as its
+        // defaults in the stock clients that ask to use them.
+        Route::Identity => {
+            let reach = state.policy.current().reach(principal);
+            Reply::ok(&json!({
+                "user_id": principal,
+                "tenant": reach.tenant,
+                "databases": reach.databases,
+            }))
+        }
         Route::Reset => {
             if !state.settings.allow_reset {
                 return Err(ApiError::new(

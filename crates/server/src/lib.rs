@@ -18,6 +18,7 @@ mod handlers;
 pub mod listener;
 mod routes;
 pub mod tls;
+pub mod tokens;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +27,7 @@ use auth::Policy;
 use engine::Engine;
 
 pub use listener::serve;
+pub use tokens::{TokenSettings, TokenStore};
 
 /// Settings of the HTTP front.
 #[derive(Debug, Clone)]
@@ -57,6 +59,34 @@ impl Default for FrontSettings {
 /// Everything a request handler needs.
 pub struct AppState {
     pub engine: Arc<Engine>,
-    pub policy: Arc<Policy>,
+    pub policy: SharedPolicy,
+    /// The token file, when bearer tokens are enabled.
+    pub tokens: Option<TokenStore>,
     pub settings: FrontSettings,
+}
+
+/// The access policy in force. A reload replaces it whole, so a request decides on
+/// one version from start to end.
+pub struct SharedPolicy(std::sync::RwLock<Arc<Policy>>);
+
+impl SharedPolicy {
+    pub fn new(policy: Policy) -> SharedPolicy {
+        SharedPolicy(std::sync::RwLock::new(Arc::new(policy)))
+    }
+
+    pub fn current(&self) -> Arc<Policy> {
+        Arc::clone(
+            &self
+                .0
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    pub fn replace(&self, policy: Policy) {
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(policy);
+    }
 }

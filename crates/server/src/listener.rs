@@ -135,7 +135,8 @@ async fn handshake(
         }
     };
 
-    // The verifier requires a client certificate, so a completed handshake has one.
+    // Unless bearer tokens may stand in for a certificate, the verifier requires one,
+    // so a completed handshake has it.
     let principal = match tls_stream
         .get_ref()
         .1
@@ -143,7 +144,7 @@ async fn handshake(
         .and_then(|chain| chain.first())
     {
         Some(leaf) => auth::principal_from_certificate(leaf.as_ref()),
-        None => Err(auth::IdentityError::NoIdentity),
+        None => Err(auth::IdentityError::NoCertificate),
     };
     match &principal {
         Ok(principal) => tracing::debug!(%peer, %principal, "client connected"),

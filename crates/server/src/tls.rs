@@ -35,6 +35,9 @@ pub struct TlsPaths {
     pub certificate: PathBuf,
     pub key: PathBuf,
     pub client_ca: PathBuf,
+    /// Whether a client may connect without a certificate, to authenticate with a
+    /// bearer token instead. A certificate it does present is still verified.
+    pub certificate_optional: bool,
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
@@ -80,13 +83,15 @@ pub fn server_config(paths: &TlsPaths) -> Result<Arc<rustls::ServerConfig>, TlsE
             })?;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier =
-        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
-            .build()
-            .map_err(|error| TlsError::BadClientCa {
-                path: paths.client_ca.clone(),
-                detail: error.to_string(),
-            })?;
+    let mut builder =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider));
+    if paths.certificate_optional {
+        builder = builder.allow_unauthenticated();
+    }
+    let verifier = builder.build().map_err(|error| TlsError::BadClientCa {
+        path: paths.client_ca.clone(),
+        detail: error.to_string(),
+    })?;
 
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
