@@ -1,5 +1,6 @@
 //! The `ravelin` command: the server and its tools.
 
+mod audit;
 mod bench;
 mod bootstrap;
 mod config;
@@ -42,10 +43,27 @@ enum Command {
         #[command(subcommand)]
         command: PkiCommand,
     },
+    /// Check audit log files.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Measure the index: recall and queries per second.
     Bench {
         #[command(subcommand)]
         command: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain of an audit log and report the first broken record.
+    ///
+    /// Exits with 0 when the chain is intact, 1 at a break, and 2 when FILE cannot be
+    /// read. See docs/audit.md for the record format.
+    Verify {
+        /// The audit log, one JSON record per line.
+        file: PathBuf,
     },
 }
 
@@ -109,7 +127,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match run(cli.command) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(status) => status,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
@@ -117,7 +135,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(command: Command) -> anyhow::Result<()> {
+/// Runs a command and returns the exit status for a command that completed.
+fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve(args) => {
             let file = match &args.config {
@@ -134,11 +153,19 @@ fn run(command: Command) -> anyhow::Result<()> {
                 client_ca: args.client_ca,
                 allow_reset: args.allow_reset,
             };
-            serve::run(Settings::resolve(file, overrides)?)
+            serve::run(Settings::resolve(file, overrides)?)?;
+            Ok(ExitCode::SUCCESS)
         }
+        // Verification reports its own errors because it has its own exit statuses.
+        Command::Audit {
+            command: AuditCommand::Verify { file },
+        } => Ok(audit::verify_file(&file)),
         Command::Bench {
             command: BenchCommand::Ann(args),
-        } => bench::run_ann(args),
+        } => {
+            bench::run_ann(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Pki {
             command:
                 PkiCommand::IssueClient {
@@ -157,7 +184,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             let (certificate, key) = pki::issue_client(&pki_dir, &name, &out_dir, days)?;
             println!("certificate: {}", certificate.display());
             println!("key:         {}", key.display());
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
     }
 }
