@@ -1,5 +1,6 @@
 //! The `ravelin` command: the server and its tools.
 
+mod audit;
 mod bench;
 mod bootstrap;
 mod config;
@@ -59,6 +60,11 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Check audit log files.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Measure the index: recall and queries per second.
     Bench {
         #[command(subcommand)]
@@ -93,6 +99,18 @@ enum PolicyCommand {
     /// with status 1 when the file is invalid.
     Check {
         /// The policy file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain of an audit log and report the first broken record.
+    ///
+    /// Exits with 0 when the chain is intact, 1 at a break, and 2 when FILE cannot be
+    /// read. See docs/audit.md for the record format.
+    Verify {
+        /// The audit log, one JSON record per line.
         file: PathBuf,
     },
 }
@@ -157,7 +175,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match run(cli.command) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(status) => status,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
@@ -165,7 +183,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(command: Command) -> anyhow::Result<()> {
+/// Runs a command and returns the exit status for a command that completed.
+fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve(args) => {
             let file = match &args.config {
@@ -182,11 +201,19 @@ fn run(command: Command) -> anyhow::Result<()> {
                 client_ca: args.client_ca,
                 allow_reset: args.allow_reset,
             };
-            serve::run(Settings::resolve(file, overrides)?)
+            serve::run(Settings::resolve(file, overrides)?)?;
+            Ok(ExitCode::SUCCESS)
         }
+        // Verification reports its own errors because it has its own exit statuses.
+        Command::Audit {
+            command: AuditCommand::Verify { file },
+        } => Ok(audit::verify_file(&file)),
         Command::Bench {
             command: BenchCommand::Ann(args),
-        } => bench::run_ann(args),
+        } => {
+            bench::run_ann(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Token {
             command,
             config,
@@ -210,16 +237,16 @@ fn run(command: Command) -> anyhow::Result<()> {
                         path.display()
                     );
                     println!("{created}");
-                    Ok(())
+                    Ok(ExitCode::SUCCESS)
                 }
                 TokenCommand::List => {
                     print!("{}", token::list(&path)?);
-                    Ok(())
+                    Ok(ExitCode::SUCCESS)
                 }
                 TokenCommand::Revoke { id } => {
                     token::revoke(&path, &id)?;
                     eprintln!("Revoked token {id}.");
-                    Ok(())
+                    Ok(ExitCode::SUCCESS)
                 }
             }
         }
@@ -228,7 +255,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         } => {
             let policy = bootstrap::read_policy(&file)?;
             print!("{}", policy_summary(&file, &policy));
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Command::Pki {
             command:
@@ -248,7 +275,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             let (certificate, key) = pki::issue_client(&pki_dir, &name, &out_dir, days)?;
             println!("certificate: {}", certificate.display());
             println!("key:         {}", key.display());
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

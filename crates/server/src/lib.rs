@@ -9,11 +9,13 @@
 //! requests. The engine runs on the blocking thread pool, because its writes wait for
 //! the disk.
 //!
+//! - [`audit`]: the tamper-evident audit log and its verifier.
 //! - [`tls`]: the rustls server configuration.
 //! - [`listener`]: the accept loop, handshake timeout and graceful shutdown.
 //! - `routes`: the route table.
 //! - `handlers`: one function per route.
 
+pub mod audit;
 mod handlers;
 pub mod listener;
 mod routes;
