@@ -11,6 +11,7 @@
 //! policy = "/etc/ravelin/policy.toml"     # default: <data_dir>/policy.toml
 //! allow_reset = false
 //! max_body_bytes = 41943040
+//! audit_log = "/var/log/ravelin/audit.log" # default: <data_dir>/audit.log
 //!
 //! [tls]
 //! certificate = "/etc/ravelin/server.pem" # default: <data_dir>/pki/server.pem
@@ -34,6 +35,8 @@ use serde::Deserialize;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8000";
 pub const DEFAULT_DATA_DIR: &str = "ravelin-data";
+/// The audit log's name inside the data directory.
+pub const AUDIT_LOG_FILE: &str = "audit.log";
 /// The token file's name inside the data directory.
 pub const TOKENS_FILE: &str = "tokens.toml";
 
@@ -47,6 +50,7 @@ pub struct ConfigFile {
     pub policy: Option<PathBuf>,
     pub allow_reset: Option<bool>,
     pub max_body_bytes: Option<usize>,
+    pub audit_log: Option<PathBuf>,
     #[serde(default)]
     pub tls: TlsSection,
     #[serde(default)]
@@ -112,6 +116,8 @@ pub struct Settings {
     pub allow_reset: bool,
     pub max_body_bytes: usize,
     pub limits: api::Limits,
+    /// The audit log file.
+    pub audit_log: PathBuf,
     /// Bearer token settings, or `None` when tokens are off.
     pub tokens: Option<server::TokenSettings>,
     /// The token file `ravelin token` manages, whether or not the server accepts tokens.
@@ -128,6 +134,7 @@ pub struct Overrides {
     pub tls_certificate: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub client_ca: Option<PathBuf>,
+    pub audit_log: Option<PathBuf>,
     pub allow_reset: bool,
 }
 
@@ -197,6 +204,10 @@ impl Settings {
         };
 
         Ok(Settings {
+            audit_log: overrides
+                .audit_log
+                .or(file.audit_log)
+                .unwrap_or_else(|| data_dir.join(AUDIT_LOG_FILE)),
             tokens,
             tokens_file,
             listen,

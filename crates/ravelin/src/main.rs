@@ -148,6 +148,9 @@ struct ServeArgs {
     /// CA certificates that client certificates must chain to, PEM [default: DATA_DIR/pki/ca.pem].
     #[arg(long)]
     client_ca: Option<PathBuf>,
+    /// Audit log, one JSON record per authorization decision [default: DATA_DIR/audit.log].
+    #[arg(long)]
+    audit_log: Option<PathBuf>,
     /// Enable POST /api/v2/reset, which deletes all data. For test servers only.
     #[arg(long)]
     allow_reset: bool,
@@ -199,6 +202,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 tls_certificate: args.tls_cert,
                 tls_key: args.tls_key,
                 client_ca: args.client_ca,
+                audit_log: args.audit_log,
                 allow_reset: args.allow_reset,
             };
             serve::run(Settings::resolve(file, overrides)?)?;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use engine::{Engine, UpkeepWorker};
+use server::audit::AuditLog;
 use server::tls::{server_config, TlsPaths};
 use server::{AppState, FrontSettings, SharedPolicy, TokenStore};
 
@@ -45,6 +46,8 @@ pub fn run(settings: Settings) -> Result<()> {
         }
         None => None,
     };
+    let audit = AuditLog::open(&settings.audit_log)
+        .with_context(|| format!("cannot open the audit log {}", settings.audit_log.display()))?;
     let engine = Engine::open(prepared.store, settings.limits.clone())
         .context("cannot load the database")?;
 
@@ -62,6 +65,7 @@ pub fn run(settings: Settings) -> Result<()> {
         engine,
         policy: SharedPolicy::new(prepared.policy),
         tokens,
+        audit: Some(audit),
         settings: FrontSettings {
             allow_reset: settings.allow_reset,
             max_body_bytes: settings.max_body_bytes,

@@ -21,6 +21,7 @@ use serde::Serialize;
 use serde_json::json;
 use uuid::Uuid;
 
+use crate::audit::{AuditError, AuditEvent, Outcome};
 use crate::listener::Client;
 use crate::routes::{resolve, RecordOperation, Route, Scope};
 use crate::AppState;
@@ -46,7 +47,9 @@ impl Reply {
 }
 
 /// Serves one request. Every error, including a failed engine task, becomes Chroma's
-/// error JSON with its status.
+/// error JSON with its status. Every authorization decision is recorded in the audit
+/// log before the response leaves; for a write or admin request the record is on disk
+/// first.
 pub(crate) async fn handle(
     state: Arc<AppState>,
     client: Arc<Client>,
@@ -55,20 +58,25 @@ pub(crate) async fn handle(
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_string();
-
-    let result = respond(&state, &client, request).await;
-    let (status, body) = match result {
-        Ok(reply) => (reply.status, reply.body),
-        Err(error) => {
-            let status =
-                StatusCode::from_u16(error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            (status, error.to_json())
-        }
-    };
-
     // The Chroma clients attach this id to the exceptions they raise, so a user's
-    // error report can be matched to the server log line.
+    // error report can be matched to the server log line and the audit record.
     let trace_id = Uuid::new_v4().simple().to_string();
+
+    let (result, decision) = respond(&state, &client, request).await;
+    let (mut status, mut body) = match result {
+        Ok(reply) => (reply.status, reply.body),
+        Err(error) => (status_of(&error), error.to_json()),
+    };
+    if let Some(decision) = decision {
+        if let Err(error) = record(&state, &client, &decision, status, &trace_id) {
+            tracing::error!(%trace_id, %error, "cannot write the audit record; responding with 500");
+            let error = ApiError::internal(
+                "Internal error: the audit record could not be written; the server log has details",
+            );
+            (status, body) = (status_of(&error), error.to_json());
+        }
+    }
+
     let principal = client.principal.as_deref().unwrap_or("-");
     if status.is_server_error() && status != StatusCode::NOT_IMPLEMENTED {
         tracing::error!(%trace_id, %method, %path, status = status.as_u16(), %principal, peer = %client.address, "request failed");
@@ -88,27 +96,117 @@ pub(crate) async fn handle(
     response
 }
 
+fn status_of(error: &ApiError) -> StatusCode {
+    StatusCode::from_u16(error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+/// An authentication or authorization decision, for the audit log.
+struct Audited {
+    route: Route,
+    /// The authenticated principal, or the certificate's when authentication failed.
+    principal: String,
+    outcome: Outcome,
+}
+
+/// Appends the audit record of a decision. A write or admin request waits until the
+/// record is on disk; others until it is written to the file.
+fn record(
+    state: &Arc<AppState>,
+    client: &Client,
+    decision: &Audited,
+    status: StatusCode,
+    trace_id: &str,
+) -> Result<(), AuditError> {
+    let Some(audit) = state.audit.as_ref() else {
+        return Ok(());
+    };
+    let action = required_action(&decision.route);
+    let (tenant, database, collection) = decision.route.target();
+    let peer = client.address.to_string();
+    let event = AuditEvent {
+        principal: &decision.principal,
+        fingerprint: client.fingerprint.as_deref(),
+        peer: &peer,
+        route: decision.route.name(),
+        action: action.map(Action::name),
+        tenant,
+        database,
+        collection: collection.as_deref(),
+        outcome: decision.outcome,
+        status: status.as_u16(),
+        request_id: trace_id,
+    };
+    let durable = matches!(action, Some(Action::Write | Action::Admin));
+    let multi_thread = tokio::runtime::Handle::current().runtime_flavor()
+        == tokio::runtime::RuntimeFlavor::MultiThread;
+    if durable && multi_thread {
+        // Syncing waits for the disk, so this worker hands its other tasks to the
+        // rest while it waits.
+        tokio::task::block_in_place(|| audit.append(&event, true))
+    } else {
+        audit.append(&event, durable)
+    }
+}
+
+/// Authenticates, authorizes and runs a request. Returns the decision to record, or
+/// `None` for a request that needs none: an unknown path, heartbeat and version.
 async fn respond(
     state: &Arc<AppState>,
     client: &Client,
     request: Request<Incoming>,
-) -> Result<Reply, ApiError> {
-    let route = resolve(request.method(), request.uri().path())?;
-
+) -> (Result<Reply, ApiError>, Option<Audited>) {
+    let route = match resolve(request.method(), request.uri().path()) {
+        Ok(route) => route,
+        Err(error) => return (Err(error), None),
+    };
     match route {
-        Route::Heartbeat => return heartbeat(),
-        Route::Version => return Reply::ok(&"1.0.0"),
+        Route::Heartbeat => return (heartbeat(), None),
+        Route::Version => return (Reply::ok(&"1.0.0"), None),
         _ => {}
     }
 
-    let principal = crate::tokens::authenticate(state.tokens.as_ref(), client, request.headers())?;
-    let principal = &principal;
-    authorize(state, principal, &route)?;
+    let principal =
+        match crate::tokens::authenticate(state.tokens.as_ref(), client, request.headers()) {
+            Ok(principal) => principal,
+            Err(error) => {
+                let decision = Audited {
+                    route,
+                    principal: client.principal.clone().unwrap_or_default(),
+                    outcome: Outcome::Unauthenticated,
+                };
+                return (Err(error), Some(decision));
+            }
+        };
+    if let Err(error) = authorize(state, &principal, &route) {
+        let decision = Audited {
+            route,
+            principal,
+            outcome: Outcome::Denied,
+        };
+        return (Err(error), Some(decision));
+    }
 
+    let decision = Audited {
+        route: route.clone(),
+        principal: principal.clone(),
+        outcome: Outcome::Allowed,
+    };
+    (
+        execute_allowed(state, principal, route, request).await,
+        Some(decision),
+    )
+}
+
+/// Reads the body of an allowed request and runs it on the blocking pool.
+async fn execute_allowed(
+    state: &Arc<AppState>,
+    principal: String,
+    route: Route,
+    request: Request<Incoming>,
+) -> Result<Reply, ApiError> {
     let query = request.uri().query().map(str::to_string);
     let body = read_body(state, request).await?;
     let state = Arc::clone(state);
-    let principal = principal.clone();
     tokio::task::spawn_blocking(move || execute(&state, &principal, route, query.as_deref(), &body))
         .await
         .map_err(|error| {
@@ -140,6 +238,42 @@ fn database_of(scope: &Scope) -> Resource<'_> {
     }
 }
 
+/// Returns the action a route needs, or `None` for a route that any authenticated
+/// principal may call.
+fn required_action(route: &Route) -> Option<Action> {
+    match route {
+        Route::Heartbeat
+        | Route::Version
+        | Route::PreFlight
+        | Route::Healthcheck
+        | Route::Identity
+        | Route::Unsupported(_) => None,
+        Route::GetTenant { .. }
+        | Route::ListDatabases { .. }
+        | Route::GetDatabase(_)
+        | Route::ListCollections(_)
+        | Route::CountCollections(_)
+        | Route::GetCollection(..)
+        | Route::GetCollectionById(..) => Some(Action::Read),
+        Route::Records(_, _, operation) => match operation {
+            RecordOperation::Count | RecordOperation::Get | RecordOperation::Query => {
+                Some(Action::Read)
+            }
+            RecordOperation::Add
+            | RecordOperation::Upsert
+            | RecordOperation::Update
+            | RecordOperation::Delete => Some(Action::Write),
+        },
+        Route::Reset
+        | Route::CreateTenant
+        | Route::CreateDatabase { .. }
+        | Route::DeleteDatabase(_)
+        | Route::CreateCollection(_)
+        | Route::DeleteCollection(..)
+        | Route::UpdateCollection(..) => Some(Action::Admin),
+    }
+}
+
 /// Decides a request from its route alone, before the body is read, so a request that
 /// is not allowed is never decoded. A denied request on something the principal's
 /// grants do not reach gets the engine's not-found error for it, so a principal cannot
@@ -159,16 +293,11 @@ fn authorize(state: &AppState, principal: &str, route: &Route) -> Result<(), Api
             ));
         }
     }
-    let server = Resource::default();
+    let Some(action) = required_action(route) else {
+        return Ok(());
+    };
     let collection_id_name;
-    let (action, resource) = match route {
-        Route::Heartbeat
-        | Route::Version
-        | Route::PreFlight
-        | Route::Healthcheck
-        | Route::Identity
-        | Route::Unsupported(_) => return Ok(()),
-        Route::Reset | Route::CreateTenant => (Action::Admin, server),
+    let resource = match route {
         // The stock clients read the tenant and database records when they connect, and
         // a collection's record before they touch its records, so any grant inside one
         // of them is enough to read its record.
@@ -178,52 +307,31 @@ fn authorize(state: &AppState, principal: &str, route: &Route) -> Result<(), Api
         {
             return Ok(())
         }
-        Route::GetTenant { tenant } | Route::ListDatabases { tenant } => {
-            (Action::Read, tenant_of(tenant))
-        }
-        Route::CreateDatabase { tenant } => (Action::Admin, tenant_of(tenant)),
-        Route::GetDatabase(scope)
-        | Route::ListCollections(scope)
-        | Route::CountCollections(scope) => (Action::Read, database_of(scope)),
-        Route::DeleteDatabase(scope) => {
-            // Deleting a database needs admin on its tenant, but a database the
-            // principal does not reach is hidden like any other.
-            hide_unreached(&policy, principal, Action::Admin, database_of(scope), None)?;
-            (Action::Admin, tenant_of(&scope.tenant))
-        }
-        Route::CreateCollection(scope) => (Action::Admin, database_of(scope)),
         Route::GetCollection(scope, name)
             if policy.reaches_collection(principal, &scope.tenant, &scope.database, name) =>
         {
             return Ok(())
         }
-        Route::GetCollection(scope, name) => (
-            Action::Read,
-            Resource {
-                collection: Some(name.as_str()),
-                ..database_of(scope)
-            },
-        ),
-        Route::DeleteCollection(scope, name) => (
-            Action::Admin,
-            Resource {
-                collection: Some(name.as_str()),
-                ..database_of(scope)
-            },
-        ),
+        Route::GetTenant { tenant }
+        | Route::ListDatabases { tenant }
+        | Route::CreateDatabase { tenant } => tenant_of(tenant),
+        Route::GetDatabase(scope)
+        | Route::ListCollections(scope)
+        | Route::CountCollections(scope)
+        | Route::CreateCollection(scope) => database_of(scope),
+        Route::DeleteDatabase(scope) => {
+            // Deleting a database needs admin on its tenant, but a database the
+            // principal does not reach is hidden like any other.
+            hide_unreached(&policy, principal, action, database_of(scope), None)?;
+            tenant_of(&scope.tenant)
+        }
+        Route::GetCollection(scope, name) | Route::DeleteCollection(scope, name) => Resource {
+            collection: Some(name.as_str()),
+            ..database_of(scope)
+        },
         Route::GetCollectionById(scope, id)
         | Route::UpdateCollection(scope, id)
         | Route::Records(scope, id, _) => {
-            let action = match route {
-                Route::GetCollectionById(..) => Action::Read,
-                Route::Records(_, _, operation) => match operation {
-                    RecordOperation::Count | RecordOperation::Get | RecordOperation::Query => {
-                        Action::Read
-                    }
-                    _ => Action::Write,
-                },
-                _ => Action::Admin,
-            };
             // Hide the tenant and database before looking the id up, so the lookup's
             // result never reveals what lies outside the principal's grants.
             hide_unreached(&policy, principal, action, database_of(scope), None)?;
@@ -235,8 +343,8 @@ fn authorize(state: &AppState, principal: &str, route: &Route) -> Result<(), Api
                 collection: Some(collection_id_name.as_str()),
                 ..database_of(scope)
             };
-            let shown = id.to_string();
-            hide_unreached(&policy, principal, action, resource, Some(&shown))?;
+            let id_text = id.to_string();
+            hide_unreached(&policy, principal, action, resource, Some(&id_text))?;
             let reached = policy.reaches_collection(
                 principal,
                 &scope.tenant,
@@ -246,8 +354,9 @@ fn authorize(state: &AppState, principal: &str, route: &Route) -> Result<(), Api
             if matches!(route, Route::GetCollectionById(..)) && reached {
                 return Ok(());
             }
-            (action, resource)
+            resource
         }
+        _ => Resource::default(),
     };
 
     hide_unreached(&policy, principal, action, resource, None)?;

@@ -64,6 +64,8 @@ pub struct AppState {
     pub policy: SharedPolicy,
     /// The token file, when bearer tokens are enabled.
     pub tokens: Option<TokenStore>,
+    /// The audit log every authorization decision is appended to.
+    pub audit: Option<audit::AuditLog>,
     pub settings: FrontSettings,
 }
 

@@ -88,6 +88,8 @@ pub(crate) struct Client {
     pub address: SocketAddr,
     /// The principal, or why the verified certificate names none.
     pub principal: Result<String, auth::IdentityError>,
+    /// Lowercase hexadecimal SHA-256 of the client certificate, for the audit log.
+    pub fingerprint: Option<String>,
 }
 
 /// Completes the TLS handshake under the configured timeout. A failure is logged and
@@ -137,15 +139,18 @@ async fn handshake(
 
     // Unless bearer tokens may stand in for a certificate, the verifier requires one,
     // so a completed handshake has it.
-    let principal = match tls_stream
+    let leaf = tls_stream
         .get_ref()
         .1
         .peer_certificates()
-        .and_then(|chain| chain.first())
-    {
+        .and_then(|chain| chain.first());
+    let principal = match leaf {
         Some(leaf) => auth::principal_from_certificate(leaf.as_ref()),
         None => Err(auth::IdentityError::NoCertificate),
     };
+    let fingerprint = leaf.map(|leaf| {
+        auth::token::hex(ring::digest::digest(&ring::digest::SHA256, leaf.as_ref()).as_ref())
+    });
     match &principal {
         Ok(principal) => tracing::debug!(%peer, %principal, "client connected"),
         Err(error) => tracing::warn!(%peer, %error, "client certificate names no usable principal"),
@@ -155,6 +160,7 @@ async fn handshake(
         Client {
             address: peer,
             principal,
+            fingerprint,
         },
     ))
 }

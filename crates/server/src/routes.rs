@@ -57,6 +57,72 @@ pub(crate) enum RecordOperation {
     Query,
 }
 
+impl Route {
+    /// Returns the route's fixed name, as the audit log and metrics record it. It is
+    /// never built from the request.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Route::Heartbeat => "heartbeat",
+            Route::Version => "version",
+            Route::PreFlight => "pre_flight_checks",
+            Route::Healthcheck => "healthcheck",
+            Route::Identity => "auth.identity",
+            Route::Reset => "reset",
+            Route::CreateTenant => "tenants.create",
+            Route::GetTenant { .. } => "tenants.get",
+            Route::ListDatabases { .. } => "databases.list",
+            Route::CreateDatabase { .. } => "databases.create",
+            Route::GetDatabase(_) => "databases.get",
+            Route::DeleteDatabase(_) => "databases.delete",
+            Route::ListCollections(_) => "collections.list",
+            Route::CountCollections(_) => "collections.count",
+            Route::CreateCollection(_) => "collections.create",
+            Route::GetCollection(..) => "collections.get",
+            Route::DeleteCollection(..) => "collections.delete",
+            Route::GetCollectionById(..) => "collections.get_by_id",
+            Route::UpdateCollection(..) => "collections.update",
+            Route::Records(_, _, operation) => match operation {
+                RecordOperation::Add => "records.add",
+                RecordOperation::Upsert => "records.upsert",
+                RecordOperation::Update => "records.update",
+                RecordOperation::Delete => "records.delete",
+                RecordOperation::Count => "records.count",
+                RecordOperation::Get => "records.get",
+                RecordOperation::Query => "records.query",
+            },
+            Route::Unsupported(_) => "unsupported",
+        }
+    }
+
+    /// Returns the tenant, database and collection the route names, the collection by
+    /// name or by id as the path gives it.
+    pub(crate) fn target(&self) -> (Option<&str>, Option<&str>, Option<String>) {
+        match self {
+            Route::GetTenant { tenant }
+            | Route::ListDatabases { tenant }
+            | Route::CreateDatabase { tenant } => (Some(tenant), None, None),
+            Route::GetDatabase(scope)
+            | Route::DeleteDatabase(scope)
+            | Route::ListCollections(scope)
+            | Route::CountCollections(scope)
+            | Route::CreateCollection(scope) => (Some(&scope.tenant), Some(&scope.database), None),
+            Route::GetCollection(scope, name) | Route::DeleteCollection(scope, name) => (
+                Some(&scope.tenant),
+                Some(&scope.database),
+                Some(name.clone()),
+            ),
+            Route::GetCollectionById(scope, id)
+            | Route::UpdateCollection(scope, id)
+            | Route::Records(scope, id, _) => (
+                Some(&scope.tenant),
+                Some(&scope.database),
+                Some(id.to_string()),
+            ),
+            _ => (None, None, None),
+        }
+    }
+}
+
 /// Resolves a request's route. Errors are ready to send: 405 for a known path with
 /// another method, 404 for an unknown path.
 pub(crate) fn resolve(method: &Method, path: &str) -> Result<Route, ApiError> {
