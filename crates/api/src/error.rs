@@ -32,12 +32,17 @@ pub enum ErrorKind {
     Conflict,
     /// 410 `Unimplemented`: the v1 API.
     Gone,
+    /// 408 `ChromaError`: the request body arrived too slowly, or a query ran past its
+    /// deadline.
+    RequestTimeout,
     /// 413 `BatchSizeExceededError`: the body or batch is over a limit.
     PayloadTooLarge,
     /// 415 `InvalidArgumentError`: a content encoding other than identity.
     UnsupportedMediaType,
     /// 422 `ChromaError`: JSON of the wrong type or shape.
     Unprocessable,
+    /// 429 `RateLimitError`: the principal is over its request rate or concurrency.
+    TooManyRequests,
     /// 500 `InternalError`.
     Internal,
     /// 501 `ChromaError`: a route Ravelin does not implement.
@@ -57,9 +62,11 @@ impl ErrorKind {
             ErrorKind::MethodNotAllowed => 405,
             ErrorKind::Conflict => 409,
             ErrorKind::Gone => 410,
+            ErrorKind::RequestTimeout => 408,
             ErrorKind::PayloadTooLarge => 413,
             ErrorKind::UnsupportedMediaType => 415,
             ErrorKind::Unprocessable => 422,
+            ErrorKind::TooManyRequests => 429,
             ErrorKind::Internal => 500,
             ErrorKind::NotImplemented => 501,
             ErrorKind::Unavailable => 503,
@@ -75,8 +82,10 @@ impl ErrorKind {
             ErrorKind::NotFound => "NotFoundError",
             ErrorKind::Gone => "Unimplemented",
             ErrorKind::PayloadTooLarge => "BatchSizeExceededError",
+            ErrorKind::TooManyRequests => "RateLimitError",
             ErrorKind::Internal => "InternalError",
             ErrorKind::Disabled
+            | ErrorKind::RequestTimeout
             | ErrorKind::MethodNotAllowed
             | ErrorKind::Conflict
             | ErrorKind::Unprocessable

@@ -33,6 +33,10 @@ pub struct Limits {
     /// (measured with `bench/server`, see docs/BENCHMARKS.md). Small collections and
     /// narrow filters therefore get exact results at little cost.
     pub exact_scan_max_vector_bytes: usize,
+    /// The longest one query request may search, all its query embeddings together.
+    /// A request past it stops and fails with 408 instead of holding a thread.
+    /// Default 30 s.
+    pub query_timeout: std::time::Duration,
     pub metadata: MetadataLimits,
     pub filter: FilterLimits,
 }
@@ -48,6 +52,7 @@ impl Default for Limits {
             max_get_limit: 1_000_000,
             max_embedding_function_bytes: 64 * 1024,
             exact_scan_max_vector_bytes: 4 * 1024 * 1024,
+            query_timeout: std::time::Duration::from_secs(30),
             metadata: MetadataLimits::default(),
             filter: FilterLimits::default(),
         }

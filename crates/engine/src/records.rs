@@ -320,50 +320,58 @@ impl Engine {
             .as_ref()
             .filter(|_| vector_bytes > self.limits.exact_scan_max_vector_bytes);
 
-        let results = request
-            .query_embeddings
-            .iter()
-            .map(|query| {
-                let wanted = request.n_results.min(candidate_count);
-                if let Some(vectors) = approximate {
-                    let found = search_index(
-                        vectors,
-                        query,
-                        request.n_results,
-                        ef_search,
-                        restricted,
-                        &candidates,
-                    );
-                    // The graph can come up short under a narrow filter or after many
-                    // deletes. An exact scan then returns the full result.
-                    if found.len() >= wanted {
-                        return found
+        let deadline = Instant::now() + self.limits.query_timeout;
+        let mut results = Vec::with_capacity(request.query_embeddings.len());
+        for query in &request.query_embeddings {
+            if Instant::now() >= deadline {
+                return Err(query_timeout(self.limits.query_timeout));
+            }
+            let wanted = request.n_results.min(candidate_count);
+            if let Some(vectors) = approximate {
+                let found = search_index(
+                    vectors,
+                    query,
+                    request.n_results,
+                    ef_search,
+                    restricted,
+                    &candidates,
+                );
+                // The graph can come up short under a narrow filter or after many
+                // deletes. An exact scan then returns the full result.
+                if found.len() >= wanted {
+                    results.push(
+                        found
                             .into_iter()
                             .filter_map(|(position, distance)| {
                                 set.records
                                     .get(&position)
                                     .map(|record| (view(record, &request.include), distance))
                             })
-                            .collect();
-                    }
+                            .collect(),
+                    );
+                    continue;
                 }
-                let scanned: Box<dyn Iterator<Item = &Record>> = if restricted {
-                    Box::new(candidates.iter().map(|(_, record)| *record))
-                } else {
-                    Box::new(set.records.values())
-                };
-                exact_nearest(set.space, query, request.n_results, scanned)
+            }
+            let scanned: Box<dyn Iterator<Item = &Record>> = if restricted {
+                Box::new(candidates.iter().map(|(_, record)| *record))
+            } else {
+                Box::new(set.records.values())
+            };
+            let nearest = exact_nearest(set.space, query, request.n_results, scanned, deadline)
+                .ok_or_else(|| query_timeout(self.limits.query_timeout))?;
+            results.push(
+                nearest
                     .into_iter()
                     .map(|(record, distance)| (view(record, &request.include), distance))
-                    .collect()
-            })
-            .collect();
+                    .collect(),
+            );
+        }
         Ok(QueryResponse::new(results, request.include))
     }
 }
 
-/// The longest a writer holds a collection's write lock for one step of index work,
-/// and so about the longest a query waits for a write.
+/// The maximum time a writer keeps a collection's write lock for one step of index
+/// work, and so about the maximum time a query waits for a write.
 const WRITE_STEP: Duration = Duration::from_millis(5);
 
 /// Calls `work` on each item, taking the write lock for steps of at most
@@ -462,28 +470,52 @@ fn search_index(
     vectors.search(query, k, ef, Some(&allow))
 }
 
-/// Returns the `k` records nearest the query by exact distance, nearest first.
+/// Returns the `k` records nearest the query by exact distance, nearest first, or
+/// `None` when the scan passes `deadline`.
 fn exact_nearest<'a>(
     space: index::Space,
     query: &[f32],
     k: usize,
     records: impl Iterator<Item = &'a Record>,
-) -> Vec<(&'a Record, f32)> {
+    deadline: Instant,
+) -> Option<Vec<(&'a Record, f32)>> {
+    /// Records scored between two looks at the clock.
+    const CLOCK_EVERY: usize = 4096;
     let query_inverse_norm = index::inverse_norm(query);
-    let scored = records.map(|record| {
-        let distance = index::distance(
-            space,
-            query,
-            query_inverse_norm,
-            &record.embedding,
-            record.inverse_norm,
-        );
-        (record, distance)
-    });
-    index::exact::nearest(k, scored)
+    let mut late = false;
+    let scored = records
+        .enumerate()
+        .take_while(|(scanned, _)| {
+            if scanned % CLOCK_EVERY == CLOCK_EVERY - 1 && Instant::now() >= deadline {
+                late = true;
+            }
+            !late
+        })
+        .map(|(_, record)| {
+            let distance = index::distance(
+                space,
+                query,
+                query_inverse_norm,
+                &record.embedding,
+                record.inverse_norm,
+            );
+            (record, distance)
+        });
+    let nearest = index::exact::nearest(k, scored)
         .into_iter()
         .map(|neighbour| (neighbour.handle, neighbour.distance))
-        .collect()
+        .collect();
+    (!late).then_some(nearest)
+}
+
+fn query_timeout(limit: Duration) -> ApiError {
+    ApiError::new(
+        api::error::ErrorKind::RequestTimeout,
+        format!(
+            "Query exceeded the time limit of {} ms; send fewer query embeddings per request or narrow the filter",
+            limit.as_millis()
+        ),
+    )
 }
 
 fn dimension_error(expected: usize, got: usize) -> ApiError {

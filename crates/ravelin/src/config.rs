@@ -21,6 +21,10 @@
 //! [limits]
 //! max_batch_size = 5461
 //!
+//! [network]                             # limits of the HTTPS front; see configuration.md
+//! max_connections = 4096
+//! max_connections_per_peer = 1024
+//!
 //! [tokens]
 //! enabled = false                         # accept bearer tokens as well
 //! file = "/etc/ravelin/tokens.toml"       # default: <data_dir>/tokens.toml
@@ -57,6 +61,23 @@ pub struct ConfigFile {
     pub limits: LimitsSection,
     #[serde(default)]
     pub tokens: TokensSection,
+    #[serde(default)]
+    pub network: NetworkSection,
+}
+
+/// Connection, timing and per-principal limits of the HTTPS front.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSection {
+    pub handshake_timeout_seconds: Option<u64>,
+    pub header_read_timeout_seconds: Option<u64>,
+    pub body_read_timeout_seconds: Option<u64>,
+    pub min_body_bytes_per_second: Option<u64>,
+    pub max_connections: Option<usize>,
+    pub max_connections_per_peer: Option<usize>,
+    pub max_requests_in_flight_per_principal: Option<usize>,
+    pub requests_per_second_per_principal: Option<f64>,
+    pub request_burst_per_principal: Option<f64>,
 }
 
 /// Bearer tokens, off unless `enabled`.
@@ -85,6 +106,7 @@ pub struct LimitsSection {
     pub max_dimension: Option<usize>,
     pub max_n_results: Option<usize>,
     pub exact_scan_max_vector_bytes: Option<usize>,
+    pub query_timeout_ms: Option<u64>,
 }
 
 impl ConfigFile {
@@ -118,6 +140,10 @@ pub struct Settings {
     pub limits: api::Limits,
     /// The audit log file.
     pub audit_log: PathBuf,
+    /// The front's connection and timing limits; `allow_reset` and `max_body_bytes`
+    /// are set from the fields above when the server starts.
+    pub front: server::FrontSettings,
+    pub throttle: server::throttle::ThrottleSettings,
     /// Bearer token settings, or `None` when tokens are off.
     pub tokens: Option<server::TokenSettings>,
     /// The token file `ravelin token` manages, whether or not the server accepts tokens.
@@ -136,6 +162,83 @@ pub struct Overrides {
     pub client_ca: Option<PathBuf>,
     pub audit_log: Option<PathBuf>,
     pub allow_reset: bool,
+}
+
+/// Applies the `[network]` section over the defaults, rejecting values that would
+/// disable a limit by accident.
+fn network_settings(
+    section: &NetworkSection,
+) -> Result<(server::FrontSettings, server::throttle::ThrottleSettings)> {
+    let mut front = server::FrontSettings::default();
+    let mut throttle = server::throttle::ThrottleSettings::default();
+    let seconds = |value: Option<u64>, name: &str, default: std::time::Duration| match value {
+        None => Ok(default),
+        Some(value) if (1..=3600).contains(&value) => Ok(std::time::Duration::from_secs(value)),
+        Some(value) => Err(anyhow::anyhow!(
+            "invalid network.{name} {value}: expected 1 to 3600"
+        )),
+    };
+
+    front.handshake_timeout = seconds(
+        section.handshake_timeout_seconds,
+        "handshake_timeout_seconds",
+        front.handshake_timeout,
+    )?;
+    front.header_read_timeout = seconds(
+        section.header_read_timeout_seconds,
+        "header_read_timeout_seconds",
+        front.header_read_timeout,
+    )?;
+    front.body_read_timeout = seconds(
+        section.body_read_timeout_seconds,
+        "body_read_timeout_seconds",
+        front.body_read_timeout,
+    )?;
+    if let Some(value) = section.min_body_bytes_per_second {
+        front.min_body_bytes_per_second = value;
+    }
+
+    let positive = |value: Option<usize>, name: &str, default: usize| match value {
+        None => Ok(default),
+        Some(0) => Err(anyhow::anyhow!(
+            "invalid network.{name} 0: expected at least 1"
+        )),
+        Some(value) => Ok(value),
+    };
+    front.max_connections = positive(
+        section.max_connections,
+        "max_connections",
+        front.max_connections,
+    )?;
+    front.max_connections_per_peer = positive(
+        section.max_connections_per_peer,
+        "max_connections_per_peer",
+        front.max_connections_per_peer,
+    )?;
+    throttle.max_in_flight = positive(
+        section.max_requests_in_flight_per_principal,
+        "max_requests_in_flight_per_principal",
+        throttle.max_in_flight,
+    )?;
+
+    let rate = |value: Option<f64>, name: &str, default: f64| match value {
+        None => Ok(default),
+        Some(value) if value.is_finite() && value >= 1.0 => Ok(value),
+        Some(value) => Err(anyhow::anyhow!(
+            "invalid network.{name} {value}: expected at least 1"
+        )),
+    };
+    throttle.per_second = rate(
+        section.requests_per_second_per_principal,
+        "requests_per_second_per_principal",
+        throttle.per_second,
+    )?;
+    throttle.burst = rate(
+        section.request_burst_per_principal,
+        "request_burst_per_principal",
+        throttle.burst,
+    )?;
+    Ok((front, throttle))
 }
 
 impl Settings {
@@ -184,6 +287,12 @@ impl Settings {
         if let Some(value) = section.exact_scan_max_vector_bytes {
             limits.exact_scan_max_vector_bytes = value;
         }
+        if let Some(value) = section.query_timeout_ms {
+            if value == 0 || value > 3_600_000 {
+                anyhow::bail!("invalid limits.query_timeout_ms {value}: expected 1 to 3600000");
+            }
+            limits.query_timeout = std::time::Duration::from_millis(value);
+        }
 
         let tokens_file = file
             .tokens
@@ -203,7 +312,11 @@ impl Settings {
             None
         };
 
+        let (front, throttle) = network_settings(&file.network)?;
+
         Ok(Settings {
+            front,
+            throttle,
             audit_log: overrides
                 .audit_log
                 .or(file.audit_log)

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use engine::{Engine, UpkeepWorker};
 use server::audit::AuditLog;
+use server::throttle::Throttle;
 use server::tls::{server_config, TlsPaths};
 use server::{AppState, FrontSettings, SharedPolicy, TokenStore};
 
@@ -66,10 +67,11 @@ pub fn run(settings: Settings) -> Result<()> {
         policy: SharedPolicy::new(prepared.policy),
         tokens,
         audit: Some(audit),
+        throttle: Throttle::new(settings.throttle),
         settings: FrontSettings {
             allow_reset: settings.allow_reset,
             max_body_bytes: settings.max_body_bytes,
-            ..FrontSettings::default()
+            ..settings.front.clone()
         },
     });
     if settings.allow_reset {

@@ -12,9 +12,9 @@ use api::requests::{
 use auth::{Action, Decision, Level, Policy, Resource};
 use bytes::Bytes;
 use engine::Engine;
-use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use serde::Serialize;
@@ -92,6 +92,9 @@ pub(crate) async fn handle(
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     if let Ok(value) = HeaderValue::from_str(&trace_id) {
         headers.insert("chroma-trace-id", value);
+    }
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
     }
     response
 }
@@ -177,6 +180,17 @@ async fn respond(
                 return (Err(error), Some(decision));
             }
         };
+    let _in_flight = match state.throttle.admit(&principal) {
+        Ok(in_flight) => in_flight,
+        Err(error) => {
+            let decision = Audited {
+                route,
+                principal,
+                outcome: Outcome::Denied,
+            };
+            return (Err(error), Some(decision));
+        }
+    };
     if let Err(error) = authorize(state, &principal, &route) {
         let decision = Audited {
             route,
@@ -441,12 +455,66 @@ async fn read_body(state: &AppState, request: Request<Incoming>) -> Result<Bytes
         }
     }
 
-    match Limited::new(request.into_body(), limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Err(error) => {
-            tracing::debug!(%error, "reading the request body failed");
-            Err(ApiError::invalid("The request body could not be read"))
+    read_within_limits(&state.settings, request.into_body(), limit)
+        .await
+        .map_err(|problem| match problem {
+            BodyProblem::TooLarge => too_large(),
+            BodyProblem::TooSlow(message) => ApiError::new(ErrorKind::RequestTimeout, message),
+            BodyProblem::Broken => ApiError::invalid("The request body could not be read"),
+        })
+}
+
+enum BodyProblem {
+    TooLarge,
+    TooSlow(String),
+    Broken,
+}
+
+/// Collects a body of at most `limit` bytes. The whole body must arrive within the
+/// body read timeout, and once the grace period has passed, at no less than the
+/// minimum rate, so a client cannot hold a request open by trickling bytes.
+async fn read_within_limits(
+    settings: &crate::FrontSettings,
+    mut body: Incoming,
+    limit: usize,
+) -> Result<Bytes, BodyProblem> {
+    let started = tokio::time::Instant::now();
+    let deadline = started + settings.body_read_timeout;
+    let mut collected = Vec::new();
+    loop {
+        // Wake at least once a second to check the rate.
+        let wake = deadline.min(tokio::time::Instant::now() + std::time::Duration::from_secs(1));
+        match tokio::time::timeout_at(wake, body.frame()).await {
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    if collected.len() + data.len() > limit {
+                        return Err(BodyProblem::TooLarge);
+                    }
+                    collected.extend_from_slice(&data);
+                }
+            }
+            Ok(None) => return Ok(Bytes::from(collected)),
+            Ok(Some(Err(error))) => {
+                tracing::debug!(%error, "reading the request body failed");
+                return Err(BodyProblem::Broken);
+            }
+            Err(_) => {}
+        }
+        let elapsed = started.elapsed();
+        if tokio::time::Instant::now() >= deadline {
+            return Err(BodyProblem::TooSlow(format!(
+                "Request body not received within {} s",
+                settings.body_read_timeout.as_secs()
+            )));
+        }
+        if elapsed > settings.body_rate_grace {
+            let expected = settings.min_body_bytes_per_second as f64 * elapsed.as_secs_f64();
+            if (collected.len() as f64) < expected {
+                return Err(BodyProblem::TooSlow(format!(
+                    "Request body arrives slower than the minimum of {} bytes per second",
+                    settings.min_body_bytes_per_second
+                )));
+            }
         }
     }
 }

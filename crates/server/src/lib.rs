@@ -19,6 +19,7 @@ pub mod audit;
 mod handlers;
 pub mod listener;
 mod routes;
+pub mod throttle;
 pub mod tls;
 pub mod tokens;
 
@@ -44,6 +45,17 @@ pub struct FrontSettings {
     pub header_read_timeout: Duration,
     /// Time in-flight requests get to finish after a shutdown signal. Default 10 s.
     pub shutdown_grace: Duration,
+    /// Time a client has to send a request body. Default 60 s.
+    pub body_read_timeout: Duration,
+    /// Slowest body transfer accepted once [`Self::body_rate_grace`] has passed, in
+    /// bytes per second. Default 16 KiB/s.
+    pub min_body_bytes_per_second: u64,
+    /// Time a body may take before its rate is checked. Default 5 s.
+    pub body_rate_grace: Duration,
+    /// Open connections allowed in all. Default 4096.
+    pub max_connections: usize,
+    /// Open connections allowed from one IP address. Default 1024.
+    pub max_connections_per_peer: usize,
 }
 
 impl Default for FrontSettings {
@@ -54,6 +66,11 @@ impl Default for FrontSettings {
             handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(60),
+            min_body_bytes_per_second: 16 * 1024,
+            body_rate_grace: Duration::from_secs(5),
+            max_connections: 4096,
+            max_connections_per_peer: 1024,
         }
     }
 }
@@ -66,6 +83,8 @@ pub struct AppState {
     pub tokens: Option<TokenStore>,
     /// The audit log every authorization decision is appended to.
     pub audit: Option<audit::AuditLog>,
+    /// Per-principal request limits.
+    pub throttle: throttle::Throttle,
     pub settings: FrontSettings,
 }
 

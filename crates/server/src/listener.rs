@@ -1,8 +1,9 @@
 //! The accept loop: TCP, the TLS handshake under a timeout, then HTTP/1.1.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -28,6 +29,10 @@ pub async fn serve(
     let listener = TcpListener::from_std(listener)?;
     let acceptor = TlsAcceptor::from(tls);
     let graceful = GracefulShutdown::new();
+    let gate = Arc::new(ConnectionGate::new(
+        state.settings.max_connections,
+        state.settings.max_connections_per_peer,
+    ));
     tokio::pin!(shutdown);
 
     loop {
@@ -43,10 +48,16 @@ pub async fn serve(
                         continue;
                     }
                 };
+                let Some(permit) = gate.admit(peer.ip()) else {
+                    tracing::info!(%peer, "refused a connection over the connection limits");
+                    drop(stream);
+                    continue;
+                };
                 let acceptor = acceptor.clone();
                 let state = Arc::clone(&state);
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
+                    let _permit = permit;
                     let Some((tls_stream, client)) = handshake(&acceptor, &state, stream, peer).await else {
                         return;
                     };
@@ -81,6 +92,66 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+/// Counts open connections, in all and per IP address, and refuses new ones over the
+/// caps. A slow or idle client can thus occupy at most its own share of connections.
+struct ConnectionGate {
+    max_total: usize,
+    max_per_peer: usize,
+    open: Mutex<(usize, HashMap<IpAddr, usize>)>,
+}
+
+/// An admitted connection; dropping it frees its place.
+struct ConnectionPermit {
+    gate: Arc<ConnectionGate>,
+    peer: IpAddr,
+}
+
+impl ConnectionGate {
+    fn new(max_total: usize, max_per_peer: usize) -> ConnectionGate {
+        ConnectionGate {
+            max_total,
+            max_per_peer,
+            open: Mutex::new((0, HashMap::new())),
+        }
+    }
+
+    fn admit(self: &Arc<Self>, peer: IpAddr) -> Option<ConnectionPermit> {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let (total, per_peer) = &mut *open;
+        let from_peer = per_peer.entry(peer).or_insert(0);
+        if *total >= self.max_total || *from_peer >= self.max_per_peer {
+            if *from_peer == 0 {
+                per_peer.remove(&peer);
+            }
+            return None;
+        }
+        *from_peer += 1;
+        *total += 1;
+        Some(ConnectionPermit {
+            gate: Arc::clone(self),
+            peer,
+        })
+    }
+}
+
+impl Drop for ConnectionPermit {
+    fn drop(&mut self) {
+        let mut open = self
+            .gate
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (total, per_peer) = &mut *open;
+        *total = total.saturating_sub(1);
+        if let Some(count) = per_peer.get_mut(&self.peer) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                per_peer.remove(&self.peer);
+            }
+        }
+    }
 }
 
 /// The authenticated peer of a connection.
@@ -185,5 +256,24 @@ async fn reject_plaintext(mut stream: TcpStream, peer: SocketAddr) {
     };
     if let Ok(Err(error)) = tokio::time::timeout(std::time::Duration::from_secs(5), write).await {
         tracing::debug!(%peer, %error, "cannot send the plaintext rejection");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gate_caps_per_peer_and_in_all() {
+        let gate = Arc::new(ConnectionGate::new(3, 2));
+        let a: IpAddr = "127.0.0.1".parse().unwrap();
+        let b: IpAddr = "127.0.0.2".parse().unwrap();
+        let first = gate.admit(a).unwrap();
+        let _second = gate.admit(a).unwrap();
+        assert!(gate.admit(a).is_none(), "per-peer cap");
+        let _third = gate.admit(b).unwrap();
+        assert!(gate.admit(b).is_none(), "total cap");
+        drop(first);
+        assert!(gate.admit(a).is_some(), "a freed place is reused");
     }
 }
