@@ -18,10 +18,12 @@
 //!   more candidate vectors than `Limits::exact_scan_max_vector_bytes` search it;
 //!   smaller ones scan exactly.
 //! - `upkeep`: building, compacting and checkpointing the indexes in the background.
+//! - `stats`: totals over the whole engine, for monitoring.
 
 mod catalog;
 mod records;
 mod state;
+mod stats;
 mod upkeep;
 mod vectors;
 
@@ -35,6 +37,7 @@ use store::{Store, StoreError};
 use crate::state::Catalog;
 
 pub use catalog::TenantInfo;
+pub use stats::EngineStats;
 pub use upkeep::{
     IndexInfo, Pass, UpkeepReport, UpkeepWorker, CHECKPOINT_CHANGES, CHECKPOINT_FRACTION,
     CHECKPOINT_INTERVAL,

@@ -12,6 +12,7 @@
 //! allow_reset = false
 //! max_body_bytes = 41943040
 //! audit_log = "/var/log/ravelin/audit.log" # default: <data_dir>/audit.log
+//! metrics_listen = "127.0.0.1:9464"       # default: no metrics listener
 //!
 //! [tls]
 //! certificate = "/etc/ravelin/server.pem" # default: <data_dir>/pki/server.pem
@@ -55,6 +56,7 @@ pub struct ConfigFile {
     pub allow_reset: Option<bool>,
     pub max_body_bytes: Option<usize>,
     pub audit_log: Option<PathBuf>,
+    pub metrics_listen: Option<SocketAddr>,
     #[serde(default)]
     pub tls: TlsSection,
     #[serde(default)]
@@ -137,6 +139,8 @@ pub struct Settings {
     pub tls_is_default: bool,
     pub allow_reset: bool,
     pub max_body_bytes: usize,
+    /// Address of the plain-HTTP Prometheus listener, or `None` for no listener.
+    pub metrics_listen: Option<SocketAddr>,
     pub limits: api::Limits,
     /// The audit log file.
     pub audit_log: PathBuf,
@@ -162,6 +166,7 @@ pub struct Overrides {
     pub client_ca: Option<PathBuf>,
     pub audit_log: Option<PathBuf>,
     pub allow_reset: bool,
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Applies the `[network]` section over the defaults, rejecting values that would
@@ -335,6 +340,7 @@ impl Settings {
             tls_is_default,
             allow_reset: overrides.allow_reset || file.allow_reset.unwrap_or(false),
             max_body_bytes: file.max_body_bytes.unwrap_or(40 * 1024 * 1024),
+            metrics_listen: overrides.metrics_listen.or(file.metrics_listen),
             limits,
             data_dir,
         })
@@ -371,6 +377,7 @@ mod tests {
         assert_eq!(settings.listen.to_string(), DEFAULT_LISTEN);
         assert!(settings.tls_is_default);
         assert!(!settings.allow_reset);
+        assert_eq!(settings.metrics_listen, None);
     }
 
     #[test]
@@ -385,5 +392,29 @@ mod tests {
         let settings = Settings::resolve(file, overrides).unwrap();
         assert_eq!(settings.listen.port(), 2);
         assert!(settings.allow_reset);
+    }
+
+    #[test]
+    fn metrics_listen_from_file_or_flag() {
+        let text = "metrics_listen = \"127.0.0.1:9464\"";
+        let file: ConfigFile = toml::from_str(text).unwrap();
+        let settings = Settings::resolve(file, Overrides::default()).unwrap();
+        assert_eq!(
+            settings.metrics_listen,
+            Some("127.0.0.1:9464".parse().unwrap())
+        );
+
+        let file: ConfigFile = toml::from_str(text).unwrap();
+        let overrides = Overrides {
+            metrics_listen: Some("127.0.0.1:9465".parse().unwrap()),
+            ..Overrides::default()
+        };
+        let settings = Settings::resolve(file, overrides).unwrap();
+        assert_eq!(
+            settings.metrics_listen,
+            Some("127.0.0.1:9465".parse().unwrap())
+        );
+
+        assert!(toml::from_str::<ConfigFile>("metrics_listen = \"localhost\"").is_err());
     }
 }

@@ -154,6 +154,10 @@ struct ServeArgs {
     /// Enable POST /api/v2/reset, which deletes all data. For test servers only.
     #[arg(long)]
     allow_reset: bool,
+    /// Address and port for Prometheus metrics over plain HTTP, such as 127.0.0.1:9464
+    /// [default: no metrics listener]. It has no TLS or authentication.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Subcommand)]
@@ -204,6 +208,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 client_ca: args.client_ca,
                 audit_log: args.audit_log,
                 allow_reset: args.allow_reset,
+                metrics_listen: args.metrics_listen,
             };
             serve::run(Settings::resolve(file, overrides)?)?;
             Ok(ExitCode::SUCCESS)

@@ -8,7 +8,8 @@ use engine::{Engine, UpkeepWorker};
 use server::audit::AuditLog;
 use server::throttle::Throttle;
 use server::tls::{server_config, TlsPaths};
-use server::{AppState, FrontSettings, SharedPolicy, TokenStore};
+use server::{AppState, FrontSettings, Metrics, SharedPolicy, TokenStore};
+use tokio::sync::watch;
 
 use crate::bootstrap;
 use crate::config::Settings;
@@ -25,6 +26,10 @@ pub fn run(settings: Settings) -> Result<()> {
         )
     })?;
     let address = listener.local_addr()?;
+    let metrics_listener = match settings.metrics_listen {
+        Some(metrics_address) => Some(bind_metrics(metrics_address)?),
+        None => None,
+    };
 
     let prepared = bootstrap::prepare(&settings)?;
 
@@ -62,8 +67,9 @@ pub fn run(settings: Settings) -> Result<()> {
     let upkeep = UpkeepWorker::start(Arc::clone(&engine), UPKEEP_PERIOD)
         .context("cannot start the index upkeep thread")?;
 
+    let metrics = Arc::new(Metrics::new());
     let state = Arc::new(AppState {
-        engine,
+        engine: Arc::clone(&engine),
         policy: SharedPolicy::new(prepared.policy),
         tokens,
         audit: Some(audit),
@@ -73,6 +79,7 @@ pub fn run(settings: Settings) -> Result<()> {
             max_body_bytes: settings.max_body_bytes,
             ..settings.front.clone()
         },
+        metrics: Arc::clone(&metrics),
     });
     if settings.allow_reset {
         tracing::warn!("POST /api/v2/reset is enabled: a principal with a server-wide admin grant can delete everything");
@@ -84,9 +91,40 @@ pub fn run(settings: Settings) -> Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         reload_policy_on_sighup(Arc::clone(&state), settings.policy.clone());
+
+        // One signal stops both listeners. The sender is shared so that the metrics
+        // listener also stops when the API listener fails.
+        let (stop, stopped) = watch::channel(false);
+        let stop = Arc::new(stop);
+        let signal_stop = Arc::clone(&stop);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            signal_stop.send_replace(true);
+        });
+
+        let metrics_task = metrics_listener.map(|(metrics_listener, metrics_address)| {
+            tracing::info!("serving Prometheus metrics on http://{metrics_address}/metrics");
+            tokio::spawn(server::metrics::serve_metrics(
+                metrics_listener,
+                metrics,
+                engine,
+                wait_for_stop(stopped.clone()),
+            ))
+        });
+
         tracing::info!("listening on https://{address} (TLS 1.3, client certificates required)");
         print_connection_help(&settings, address);
-        server::serve(listener, tls, state, shutdown_signal()).await
+        let served = server::serve(listener, tls, state, wait_for_stop(stopped)).await;
+
+        stop.send_replace(true);
+        if let Some(task) = metrics_task {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::error!(%error, "the metrics listener failed"),
+                Err(error) => tracing::error!(%error, "the metrics listener task failed"),
+            }
+        }
+        served
     })?;
     let report = upkeep.stop();
     if report.failed > 0 {
@@ -123,6 +161,28 @@ fn reload_policy_on_sighup(state: Arc<AppState>, path: std::path::PathBuf) {
             }
         }
     });
+}
+
+/// Binds the metrics listener, and warns when other hosts can reach it.
+fn bind_metrics(address: SocketAddr) -> Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(address).with_context(|| {
+        format!(
+            "cannot listen for metrics on {address}; choose another address with --metrics-listen or `metrics_listen` in the configuration file"
+        )
+    })?;
+    let bound = listener.local_addr()?;
+    if !bound.ip().is_loopback() {
+        tracing::warn!(
+            address = %bound,
+            "the metrics listener is not on a loopback address; it has no TLS or authentication, so firewall it to the Prometheus server"
+        );
+    }
+    Ok((listener, bound))
+}
+
+/// Completes once `stopped` is `true`, or once its sender is dropped.
+async fn wait_for_stop(mut stopped: watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stop| *stop).await;
 }
 
 async fn shutdown_signal() {

@@ -23,6 +23,7 @@ use uuid::Uuid;
 
 use crate::audit::{AuditError, AuditEvent, Outcome};
 use crate::listener::Client;
+use crate::metrics::{AuthFailure, Denial};
 use crate::routes::{resolve, RecordOperation, Route, Scope};
 use crate::AppState;
 
@@ -62,7 +63,7 @@ pub(crate) async fn handle(
     // error report can be matched to the server log line and the audit record.
     let trace_id = Uuid::new_v4().simple().to_string();
 
-    let (result, decision) = respond(&state, &client, request).await;
+    let (result, decision, route_name) = respond(&state, &client, request).await;
     let (mut status, mut body) = match result {
         Ok(reply) => (reply.status, reply.body),
         Err(error) => (status_of(&error), error.to_json()),
@@ -77,13 +78,19 @@ pub(crate) async fn handle(
         }
     }
 
+    let elapsed = started.elapsed();
+    state.metrics.record_request(
+        route_name.unwrap_or("unknown_path"),
+        status.as_u16(),
+        elapsed,
+    );
     let principal = client.principal.as_deref().unwrap_or("-");
     if status.is_server_error() && status != StatusCode::NOT_IMPLEMENTED {
         tracing::error!(%trace_id, %method, %path, status = status.as_u16(), %principal, peer = %client.address, "request failed");
     } else if status == StatusCode::FORBIDDEN || status == StatusCode::UNAUTHORIZED {
         tracing::info!(%trace_id, %method, %path, status = status.as_u16(), %principal, peer = %client.address, "request denied");
     } else {
-        tracing::debug!(%trace_id, %method, %path, status = status.as_u16(), %principal, elapsed = ?started.elapsed(), "request");
+        tracing::debug!(%trace_id, %method, %path, status = status.as_u16(), %principal, ?elapsed, "request");
     }
 
     let mut response = Response::new(Full::new(Bytes::from(body)));
@@ -151,20 +158,25 @@ fn record(
     }
 }
 
-/// Authenticates, authorizes and runs a request. Returns the decision to record, or
-/// `None` for a request that needs none: an unknown path, heartbeat and version.
-async fn respond(
-    state: &Arc<AppState>,
-    client: &Client,
-    request: Request<Incoming>,
-) -> (Result<Reply, ApiError>, Option<Audited>) {
+/// A request's result, the decision to record (`None` for a request that needs none:
+/// an unknown path, heartbeat and version) and its route's name (`None` for an unknown
+/// path).
+type Responded = (
+    Result<Reply, ApiError>,
+    Option<Audited>,
+    Option<&'static str>,
+);
+
+/// Authenticates, authorizes and runs a request.
+async fn respond(state: &Arc<AppState>, client: &Client, request: Request<Incoming>) -> Responded {
     let route = match resolve(request.method(), request.uri().path()) {
         Ok(route) => route,
-        Err(error) => return (Err(error), None),
+        Err(error) => return (Err(error), None, None),
     };
+    let name = Some(route.name());
     match route {
-        Route::Heartbeat => return (heartbeat(), None),
-        Route::Version => return (Reply::ok(&"1.0.0"), None),
+        Route::Heartbeat => return (heartbeat(), None, name),
+        Route::Version => return (Reply::ok(&"1.0.0"), None, name),
         _ => {}
     }
 
@@ -172,12 +184,19 @@ async fn respond(
         match crate::tokens::authenticate(state.tokens.as_ref(), client, request.headers()) {
             Ok(principal) => principal,
             Err(error) => {
+                state
+                    .metrics
+                    .authentication_failure(match &client.principal {
+                        Err(auth::IdentityError::NoCertificate) => AuthFailure::NoCertificate,
+                        Err(_) => AuthFailure::CertificateIdentity,
+                        Ok(_) => AuthFailure::Token,
+                    });
                 let decision = Audited {
                     route,
                     principal: client.principal.clone().unwrap_or_default(),
                     outcome: Outcome::Unauthenticated,
                 };
-                return (Err(error), Some(decision));
+                return (Err(error), Some(decision), name);
             }
         };
     let _in_flight = match state.throttle.admit(&principal) {
@@ -188,16 +207,21 @@ async fn respond(
                 principal,
                 outcome: Outcome::Denied,
             };
-            return (Err(error), Some(decision));
+            return (Err(error), Some(decision), name);
         }
     };
     if let Err(error) = authorize(state, &principal, &route) {
+        if error.status() == StatusCode::NOT_FOUND.as_u16() {
+            state.metrics.denial(Denial::Hidden);
+        } else if error.status() == StatusCode::FORBIDDEN.as_u16() {
+            state.metrics.denial(Denial::Forbidden);
+        }
         let decision = Audited {
             route,
             principal,
             outcome: Outcome::Denied,
         };
-        return (Err(error), Some(decision));
+        return (Err(error), Some(decision), name);
     }
 
     let decision = Audited {
@@ -205,10 +229,8 @@ async fn respond(
         principal: principal.clone(),
         outcome: Outcome::Allowed,
     };
-    (
-        execute_allowed(state, principal, route, request).await,
-        Some(decision),
-    )
+    let result = execute_allowed(state, principal, route, request).await;
+    (result, Some(decision), name)
 }
 
 /// Reads the body of an allowed request and runs it on the blocking pool.

@@ -12,12 +12,14 @@
 //! - [`audit`]: the tamper-evident audit log and its verifier.
 //! - [`tls`]: the rustls server configuration.
 //! - [`listener`]: the accept loop, handshake timeout and graceful shutdown.
+//! - [`metrics`]: Prometheus metrics and the plain-HTTP listener that serves them.
 //! - `routes`: the route table.
 //! - `handlers`: one function per route.
 
 pub mod audit;
 mod handlers;
 pub mod listener;
+pub mod metrics;
 mod routes;
 pub mod throttle;
 pub mod tls;
@@ -30,6 +32,7 @@ use auth::Policy;
 use engine::Engine;
 
 pub use listener::serve;
+pub use metrics::Metrics;
 pub use tokens::{TokenSettings, TokenStore};
 
 /// Settings of the HTTP front.
@@ -86,6 +89,8 @@ pub struct AppState {
     /// Per-principal request limits.
     pub throttle: throttle::Throttle,
     pub settings: FrontSettings,
+    /// The server's metrics, counted whether or not a listener serves them.
+    pub metrics: Arc<Metrics>,
 }
 
 /// The access policy in force. A reload replaces it whole, so a request decides on

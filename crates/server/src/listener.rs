@@ -15,6 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 use crate::handlers;
+use crate::metrics::HandshakeFailure;
 use crate::AppState;
 
 /// Serves connections from `listener` until `shutdown` completes, then gives in-flight
@@ -58,6 +59,7 @@ pub async fn serve(
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
                     let _permit = permit;
+                    let _tracked = state.metrics.track_connection();
                     let Some((tls_stream, client)) = handshake(&acceptor, &state, stream, peer).await else {
                         return;
                     };
@@ -182,6 +184,9 @@ async fn handshake(
     let mut first = [0u8; 1];
     match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
         Ok(Ok(1)) if first[0].is_ascii_uppercase() => {
+            state
+                .metrics
+                .tls_handshake_failure(HandshakeFailure::PlaintextHttp);
             reject_plaintext(stream, peer).await;
             return None;
         }
@@ -191,6 +196,9 @@ async fn handshake(
             return None;
         }
         Err(_) => {
+            state
+                .metrics
+                .tls_handshake_failure(HandshakeFailure::Timeout);
             tracing::info!(%peer, timeout = ?state.settings.handshake_timeout, "TLS handshake timed out");
             return None;
         }
@@ -199,10 +207,14 @@ async fn handshake(
     let tls_stream = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
         Ok(Ok(tls_stream)) => tls_stream,
         Ok(Err(error)) => {
+            state.metrics.tls_handshake_failure(HandshakeFailure::Error);
             tracing::info!(%peer, %error, "TLS handshake failed");
             return None;
         }
         Err(_) => {
+            state
+                .metrics
+                .tls_handshake_failure(HandshakeFailure::Timeout);
             tracing::info!(%peer, timeout = ?state.settings.handshake_timeout, "TLS handshake timed out");
             return None;
         }
