@@ -165,3 +165,45 @@ def test_idle_and_slow_header_connections_closed(server_factory, tmp_path):
     time.sleep(3)
     assert is_closed(idle), "an idle keep-alive connection is closed after the header timeout"
     assert is_closed(slow), "headers that never finish are cut off"
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status", encoding="utf-8") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def test_buffered_bodies_bounded(server_factory, tmp_path):
+    """Bodies of tiny ids expand many times when decoded. The decode budget lets one
+    32 MB body in at a time, so memory stays well below six at once."""
+    server = start(server_factory, tmp_path, "[network]\nmax_buffered_body_bytes = 41943040\n")
+    with server.http_client() as client:
+        collection_id = client.post(
+            COLLECTIONS.removeprefix("/api/v2"), json={"name": "budget"}
+        ).json()["id"]
+    ids = ",".join(f'"{n:09d}"' for n in range(2_700_000))
+    body = ('{"ids": [' + ids + "]}").encode()
+    assert 30_000_000 < len(body) < 35_000_000
+    path = f"{COLLECTIONS.removeprefix('/api/v2')}/{collection_id}/get"
+    baseline = rss_kib(server.process.pid)
+    peak = baseline
+    statuses = []
+
+    def send() -> None:
+        with server.http_client(timeout=120) as client:
+            statuses.append(client.post(path, content=body,
+                                        headers={"Content-Type": "application/json"}).status_code)
+
+    import threading
+
+    threads = [threading.Thread(target=send) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    while any(thread.is_alive() for thread in threads):
+        peak = max(peak, rss_kib(server.process.pid))
+        time.sleep(0.02)
+    assert statuses == [400] * 6, "every body is decoded and refused by the batch cap"
+    growth_mib = (peak - baseline) / 1024
+    assert growth_mib < 750, f"memory grew by {growth_mib:.0f} MiB"

@@ -25,9 +25,60 @@ const MAX_SCHEMA_BYTES: usize = 256 * 1024;
 /// Parses a request body as JSON. serde_json stops at 128 levels of nesting, so a
 /// deeply nested body is an error here, not a stack overflow.
 pub fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
-    serde_json::from_slice(body).map_err(|error| {
+    let value = serde_json::from_slice(body).map_err(|error| {
         ApiError::invalid(format!("Failed to parse the request body as JSON: {error}"))
-    })
+    })?;
+    check_integer_literals(body)?;
+    Ok(value)
+}
+
+/// Rejects an integer literal outside the signed 64-bit range anywhere in valid JSON.
+/// The parser would turn one into a float and lose digits, so a stored value would
+/// silently differ from the one sent.
+fn check_integer_literals(body: &[u8]) -> Result<(), ApiError> {
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut index = 0;
+    while index < body.len() {
+        let byte = body[index];
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            index += 1;
+            continue;
+        }
+        if byte == b'"' {
+            in_string = true;
+            index += 1;
+            continue;
+        }
+        if byte == b'-' || byte.is_ascii_digit() {
+            let start = index;
+            while index < body.len()
+                && matches!(body[index], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
+            {
+                index += 1;
+            }
+            let token = &body[start..index];
+            let integer = !token.iter().any(|b| matches!(b, b'.' | b'e' | b'E'));
+            if integer {
+                let text = std::str::from_utf8(token).unwrap_or_default();
+                if text.parse::<i64>().is_err() {
+                    return Err(ApiError::invalid(format!(
+                        "Invalid number [{}]: integers must fit in a signed 64-bit integer",
+                        printable(text)
+                    )));
+                }
+            }
+            continue;
+        }
+        index += 1;
+    }
+    Ok(())
 }
 
 /// `POST /tenants` and `POST /tenants/{tenant}/databases`.
@@ -303,6 +354,7 @@ impl DeleteRecords {
             field(object, "where_document"),
             &limits.filter,
         )?;
+        // Chroma's suite expects a delete with limit 0 to delete nothing.
         let limit = decode_count(field(object, "limit"), "limit", 0, limits.max_get_limit)?;
         Ok(DeleteRecords { ids, filter, limit })
     }
@@ -402,7 +454,7 @@ impl GetRecords {
                 field(object, "where_document"),
                 &limits.filter,
             )?,
-            limit: decode_count(field(object, "limit"), "limit", 0, limits.max_get_limit)?,
+            limit: decode_count(field(object, "limit"), "limit", 1, limits.max_get_limit)?,
             offset: decode_count(field(object, "offset"), "offset", 0, usize::MAX >> 1)?
                 .unwrap_or(0),
             include: Include::decode(
@@ -644,6 +696,29 @@ fn decode_text_column(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn integers_outside_i64_rejected_anywhere() {
+        for body in [
+            r#"{"metadatas": [{"big": 9223372036854775808}]}"#,
+            r#"{"metadatas": [{"big": -9223372036854775809}]}"#,
+            r#"{"n": [1, 100000000000000000000000000000]}"#,
+        ] {
+            let error = parse_json(body.as_bytes()).unwrap_err();
+            assert!(
+                error.message.contains("signed 64-bit"),
+                "{body}: {}",
+                error.message
+            );
+        }
+        for body in [
+            r#"{"a": 9223372036854775807, "b": -9223372036854775808}"#,
+            r#"{"f": 1e30, "g": -2.5E+3, "s": "99999999999999999999"}"#,
+            r#"{"escaped": "quote \" 99999999999999999999 \\", "n": 1}"#,
+        ] {
+            assert!(parse_json(body.as_bytes()).is_ok(), "{body}");
+        }
+    }
 
     fn limits() -> Limits {
         Limits::default()

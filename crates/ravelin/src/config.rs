@@ -77,6 +77,7 @@ pub struct NetworkSection {
     pub min_body_bytes_per_second: Option<u64>,
     pub max_connections: Option<usize>,
     pub max_connections_per_peer: Option<usize>,
+    pub max_buffered_body_bytes: Option<usize>,
     pub max_requests_in_flight_per_principal: Option<usize>,
     pub requests_per_second_per_principal: Option<f64>,
     pub request_burst_per_principal: Option<f64>,
@@ -220,6 +221,11 @@ fn network_settings(
         "max_connections_per_peer",
         front.max_connections_per_peer,
     )?;
+    front.max_buffered_body_bytes = positive(
+        section.max_buffered_body_bytes,
+        "max_buffered_body_bytes",
+        front.max_buffered_body_bytes,
+    )?;
     throttle.max_in_flight = positive(
         section.max_requests_in_flight_per_principal,
         "max_requests_in_flight_per_principal",
@@ -318,6 +324,13 @@ impl Settings {
         };
 
         let (front, throttle) = network_settings(&file.network)?;
+        let max_body_bytes = file.max_body_bytes.unwrap_or(40 * 1024 * 1024);
+        if front.max_buffered_body_bytes < max_body_bytes {
+            anyhow::bail!(
+                "network.max_buffered_body_bytes ({}) is smaller than max_body_bytes ({max_body_bytes}), so the largest body could never be read",
+                front.max_buffered_body_bytes
+            );
+        }
 
         Ok(Settings {
             front,
@@ -339,7 +352,7 @@ impl Settings {
             client_ca: client_ca.unwrap_or_else(|| pki.join(crate::pki::CA_CERTIFICATE)),
             tls_is_default,
             allow_reset: overrides.allow_reset || file.allow_reset.unwrap_or(false),
-            max_body_bytes: file.max_body_bytes.unwrap_or(40 * 1024 * 1024),
+            max_body_bytes,
             metrics_listen: overrides.metrics_listen.or(file.metrics_listen),
             limits,
             data_dir,

@@ -74,6 +74,9 @@ pub fn run(settings: Settings) -> Result<()> {
         tokens,
         audit: Some(audit),
         throttle: Throttle::new(settings.throttle),
+        body_budget: Arc::new(tokio::sync::Semaphore::new(
+            settings.front.max_buffered_body_bytes,
+        )),
         settings: FrontSettings {
             allow_reset: settings.allow_reset,
             max_body_bytes: settings.max_body_bytes,

@@ -19,6 +19,7 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use serde::Serialize;
 use serde_json::json;
+use tokio::sync::OwnedSemaphorePermit;
 use uuid::Uuid;
 
 use crate::audit::{AuditError, AuditEvent, Outcome};
@@ -241,14 +242,19 @@ async fn execute_allowed(
     request: Request<Incoming>,
 ) -> Result<Reply, ApiError> {
     let query = request.uri().query().map(str::to_string);
-    let body = read_body(state, request).await?;
+    let (body, budget) = read_body(state, request).await?;
     let state = Arc::clone(state);
-    tokio::task::spawn_blocking(move || execute(&state, &principal, route, query.as_deref(), &body))
-        .await
-        .map_err(|error| {
-            tracing::error!(%error, "request task failed");
-            ApiError::internal("Internal error: the request could not be completed")
-        })?
+    tokio::task::spawn_blocking(move || {
+        // The body's share of the buffer budget stays taken while it is decoded,
+        // because decoding needs several times its size.
+        let _budget = budget;
+        execute(&state, &principal, route, query.as_deref(), &body)
+    })
+    .await
+    .map_err(|error| {
+        tracing::error!(%error, "request task failed");
+        ApiError::internal("Internal error: the request could not be completed")
+    })?
 }
 
 fn heartbeat() -> Result<Reply, ApiError> {
@@ -282,15 +288,15 @@ fn required_action(route: &Route) -> Option<Action> {
         | Route::Version
         | Route::PreFlight
         | Route::Healthcheck
-        | Route::Identity
-        | Route::Unsupported(_) => None,
+        | Route::Identity => None,
         Route::GetTenant { .. }
         | Route::ListDatabases { .. }
         | Route::GetDatabase(_)
         | Route::ListCollections(_)
         | Route::CountCollections(_)
         | Route::GetCollection(..)
-        | Route::GetCollectionById(..) => Some(Action::Read),
+        | Route::GetCollectionById(..)
+        | Route::Unsupported(..) => Some(Action::Read),
         Route::Records(_, _, operation) => match operation {
             RecordOperation::Count | RecordOperation::Get | RecordOperation::Query => {
                 Some(Action::Read)
@@ -320,7 +326,7 @@ fn authorize(state: &AppState, principal: &str, route: &Route) -> Result<(), Api
     // A principal the policy does not name learns nothing, not even the server's
     // limits or its own identity record.
     if !policy.knows(principal) && !matches!(route, Route::Healthcheck) {
-        if let Route::Identity | Route::PreFlight | Route::Unsupported(_) = route {
+        if let Route::Identity | Route::PreFlight = route {
             return Err(ApiError::new(
                 ErrorKind::Forbidden,
                 format!(
@@ -367,7 +373,8 @@ fn authorize(state: &AppState, principal: &str, route: &Route) -> Result<(), Api
         },
         Route::GetCollectionById(scope, id)
         | Route::UpdateCollection(scope, id)
-        | Route::Records(scope, id, _) => {
+        | Route::Records(scope, id, _)
+        | Route::Unsupported(scope, id, _) => {
             // Hide the tenant and database before looking the id up, so the lookup's
             // result never reveals what lies outside the principal's grants.
             hide_unreached(&policy, principal, action, database_of(scope), None)?;
@@ -449,7 +456,10 @@ fn describe(resource: Resource<'_>) -> String {
 
 /// Reads the body under the size cap. A declared length over the cap fails before
 /// anything is read; a chunked body fails as soon as it passes the cap.
-async fn read_body(state: &AppState, request: Request<Incoming>) -> Result<Bytes, ApiError> {
+async fn read_body(
+    state: &AppState,
+    request: Request<Incoming>,
+) -> Result<(Bytes, Option<OwnedSemaphorePermit>), ApiError> {
     let limit = state.settings.max_body_bytes;
     let too_large = || {
         ApiError::new(
@@ -477,16 +487,48 @@ async fn read_body(state: &AppState, request: Request<Incoming>) -> Result<Bytes
         }
     }
 
-    read_within_limits(&state.settings, request.into_body(), limit)
+    read_within_limits(state, request.into_body(), limit)
         .await
         .map_err(|problem| match problem {
             BodyProblem::TooLarge => too_large(),
             BodyProblem::TooSlow(message) => ApiError::new(ErrorKind::RequestTimeout, message),
             BodyProblem::Broken => ApiError::invalid("The request body could not be read"),
+            BodyProblem::Busy => ApiError::new(
+                ErrorKind::TooManyRequests,
+                "The server is decoding too many large request bodies; retry later",
+            ),
         })
 }
 
+/// The maximum time a complete body waits for room in the decode budget.
+const DECODE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Takes one permit per body byte from the server-wide decode budget, all at once, so
+/// the bodies being decoded and run at a time never total more than the budget.
+/// Decoding takes several times a body's size, so this bounds that memory. A body
+/// takes its permits only once it has fully arrived, so a slow client holds none. It
+/// takes them in one call, so two bodies never wait on each other's partial shares.
+async fn decode_budget(
+    state: &AppState,
+    bytes: usize,
+) -> Result<Option<OwnedSemaphorePermit>, BodyProblem> {
+    let Ok(permits) = u32::try_from(bytes) else {
+        return Err(BodyProblem::TooLarge);
+    };
+    if permits == 0 {
+        return Ok(None);
+    }
+    let room = Arc::clone(&state.body_budget).acquire_many_owned(permits);
+    match tokio::time::timeout(DECODE_WAIT, room).await {
+        Ok(Ok(permit)) => Ok(Some(permit)),
+        Ok(Err(_)) => Err(BodyProblem::Broken),
+        Err(_) => Err(BodyProblem::Busy),
+    }
+}
+
 enum BodyProblem {
+    /// The decode budget stayed full for [`DECODE_WAIT`].
+    Busy,
     TooLarge,
     TooSlow(String),
     Broken,
@@ -494,12 +536,14 @@ enum BodyProblem {
 
 /// Collects a body of at most `limit` bytes. The whole body must arrive within the
 /// body read timeout, and once the grace period has passed, at no less than the
-/// minimum rate, so a client cannot hold a request open by trickling bytes.
+/// minimum rate, so a client cannot hold a request open by trickling bytes. Returns
+/// the body with its share of the decode budget.
 async fn read_within_limits(
-    settings: &crate::FrontSettings,
+    state: &AppState,
     mut body: Incoming,
     limit: usize,
-) -> Result<Bytes, BodyProblem> {
+) -> Result<(Bytes, Option<OwnedSemaphorePermit>), BodyProblem> {
+    let settings = &state.settings;
     let started = tokio::time::Instant::now();
     let deadline = started + settings.body_read_timeout;
     let mut collected = Vec::new();
@@ -515,7 +559,10 @@ async fn read_within_limits(
                     collected.extend_from_slice(&data);
                 }
             }
-            Ok(None) => return Ok(Bytes::from(collected)),
+            Ok(None) => {
+                let budget = decode_budget(state, collected.len()).await?;
+                return Ok((Bytes::from(collected), budget));
+            }
             Ok(Some(Err(error))) => {
                 tracing::debug!(%error, "reading the request body failed");
                 return Err(BodyProblem::Broken);
@@ -550,8 +597,10 @@ fn body_json(body: &[u8]) -> Result<serde_json::Value, ApiError> {
     parse_json(body)
 }
 
-/// Parses `limit` and `offset` from a query string such as `limit=10&offset=5`.
-fn paging(query: Option<&str>) -> Result<(Option<usize>, usize), ApiError> {
+/// Parses `limit` and `offset` from a query string such as `limit=10&offset=5`, with
+/// the bounds that record gets have: `limit` from 1 to `max_limit`, `offset` at most
+/// 2^63 - 1.
+fn paging(query: Option<&str>, max_limit: usize) -> Result<(Option<usize>, usize), ApiError> {
     let mut limit = None;
     let mut offset = 0;
     for pair in query
@@ -560,17 +609,21 @@ fn paging(query: Option<&str>) -> Result<(Option<usize>, usize), ApiError> {
         .filter(|pair| !pair.is_empty())
     {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let parse = |what: &str| {
-            value.parse::<usize>().map_err(|_| {
-                ApiError::invalid(format!(
-                    "Invalid {what} [{}]: expected a non-negative integer",
-                    api::metadata::printable(value)
-                ))
-            })
+        let parse = |what: &str, min: usize, max: usize| {
+            value
+                .parse::<usize>()
+                .ok()
+                .filter(|number| (min..=max).contains(number))
+                .ok_or_else(|| {
+                    ApiError::invalid(format!(
+                        "Invalid {what} [{}]: expected an integer from {min} to {max}",
+                        api::metadata::printable(value)
+                    ))
+                })
         };
         match key {
-            "limit" => limit = Some(parse("limit")?),
-            "offset" => offset = parse("offset")?,
+            "limit" => limit = Some(parse("limit", 1, max_limit)?),
+            "offset" => offset = parse("offset", 0, usize::MAX >> 1)?,
             _ => {}
         }
     }
@@ -625,7 +678,7 @@ fn execute(
         }
         Route::GetTenant { tenant } => Reply::ok(&engine.get_tenant(&tenant)?),
         Route::ListDatabases { tenant } => {
-            let (limit, offset) = paging(query)?;
+            let (limit, offset) = paging(query, limits.max_get_limit)?;
             Reply::ok(&engine.list_databases(&tenant, limit, offset)?)
         }
         Route::CreateDatabase { tenant } => {
@@ -641,7 +694,7 @@ fn execute(
             Reply::ok(&json!({}))
         }
         Route::ListCollections(scope) => {
-            let (limit, offset) = paging(query)?;
+            let (limit, offset) = paging(query, limits.max_get_limit)?;
             Reply::ok(&engine.list_collections(&scope.tenant, &scope.database, limit, offset)?)
         }
         Route::CountCollections(scope) => {
@@ -669,7 +722,7 @@ fn execute(
         Route::Records(scope, id, operation) => {
             execute_records(engine, &scope, id, operation, body)
         }
-        Route::Unsupported(feature) => Err(ApiError::new(
+        Route::Unsupported(_, _, feature) => Err(ApiError::new(
             ErrorKind::NotImplemented,
             format!("{feature} is not supported by Ravelin"),
         )),
@@ -727,9 +780,16 @@ mod tests {
 
     #[test]
     fn paging_parsed() {
-        assert_eq!(paging(None).unwrap(), (None, 0));
-        assert_eq!(paging(Some("limit=5&offset=2")).unwrap(), (Some(5), 2));
-        assert!(paging(Some("limit=-1")).is_err());
-        assert!(paging(Some("offset=x")).is_err());
+        assert_eq!(paging(None, 100).unwrap(), (None, 0));
+        assert_eq!(paging(Some("limit=5&offset=2"), 100).unwrap(), (Some(5), 2));
+        for bad in [
+            "limit=-1",
+            "limit=0",
+            "limit=101",
+            "offset=x",
+            "offset=9223372036854775808",
+        ] {
+            assert!(paging(Some(bad), 100).is_err(), "{bad}");
+        }
     }
 }

@@ -59,6 +59,10 @@ pub struct FrontSettings {
     pub max_connections: usize,
     /// Open connections allowed from one IP address. Default 1024.
     pub max_connections_per_peer: usize,
+    /// Bytes of complete request bodies being decoded and run at once, over all
+    /// requests. Default 128 MiB, three bodies of the default maximum size. Decoding a
+    /// body takes several times its size, so this bounds that memory.
+    pub max_buffered_body_bytes: usize,
 }
 
 impl Default for FrontSettings {
@@ -74,6 +78,7 @@ impl Default for FrontSettings {
             body_rate_grace: Duration::from_secs(5),
             max_connections: 4096,
             max_connections_per_peer: 1024,
+            max_buffered_body_bytes: 128 * 1024 * 1024,
         }
     }
 }
@@ -88,6 +93,9 @@ pub struct AppState {
     pub audit: Option<audit::AuditLog>,
     /// Per-principal request limits.
     pub throttle: throttle::Throttle,
+    /// Bytes of request bodies that may be decoded at once, one permit per byte; see
+    /// [`FrontSettings::max_buffered_body_bytes`].
+    pub body_budget: Arc<tokio::sync::Semaphore>,
     pub settings: FrontSettings,
     /// The server's metrics, counted whether or not a listener serves them.
     pub metrics: Arc<Metrics>,

@@ -42,8 +42,10 @@ pub(crate) enum Route {
     GetCollectionById(Scope, Uuid),
     UpdateCollection(Scope, Uuid),
     Records(Scope, Uuid, RecordOperation),
-    /// A Chroma route Ravelin does not implement, such as fork.
-    Unsupported(&'static str),
+    /// A Chroma collection route Ravelin does not implement, such as fork. It is
+    /// decided like a read of the collection, so a bad or unknown id gets the same
+    /// error as on any other route, and only then is the feature refused.
+    Unsupported(Scope, Uuid, &'static str),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,7 +92,7 @@ impl Route {
                 RecordOperation::Get => "records.get",
                 RecordOperation::Query => "records.query",
             },
-            Route::Unsupported(_) => "unsupported",
+            Route::Unsupported(..) => "unsupported",
         }
     }
 
@@ -113,7 +115,8 @@ impl Route {
             ),
             Route::GetCollectionById(scope, id)
             | Route::UpdateCollection(scope, id)
-            | Route::Records(scope, id, _) => (
+            | Route::Records(scope, id, _)
+            | Route::Unsupported(scope, id, _) => (
                 Some(&scope.tenant),
                 Some(&scope.database),
                 Some(id.to_string()),
@@ -224,12 +227,17 @@ fn match_route(method: &Method, path: &str) -> Result<Option<Route>, ApiError> {
                 ("query", _, true) => RecordOperation::Query,
                 ("count", true, _) => RecordOperation::Count,
                 ("fork", _, true) | ("fork_count", true, _) => {
-                    return Ok(Some(Route::Unsupported("Collection forking")))
+                    let id = parse_collection_id(id)?;
+                    return Ok(Some(Route::Unsupported(scope, id, "Collection forking")));
                 }
                 ("indexing_status", true, _) => {
-                    return Ok(Some(Route::Unsupported("Indexing status")))
+                    let id = parse_collection_id(id)?;
+                    return Ok(Some(Route::Unsupported(scope, id, "Indexing status")));
                 }
-                ("search", _, true) => return Ok(Some(Route::Unsupported("The search API"))),
+                ("search", _, true) => {
+                    let id = parse_collection_id(id)?;
+                    return Ok(Some(Route::Unsupported(scope, id, "The search API")));
+                }
                 _ => return Ok(None),
             };
             Route::Records(scope, parse_collection_id(id)?, operation)
