@@ -13,6 +13,7 @@
 //! max_body_bytes = 41943040
 //! audit_log = "/var/log/ravelin/audit.log" # default: <data_dir>/audit.log
 //! metrics_listen = "127.0.0.1:9464"       # default: no metrics listener
+//! metrics_allow_remote = false            # allow a metrics address other than loopback
 //!
 //! [tls]
 //! certificate = "/etc/ravelin/server.pem" # default: <data_dir>/pki/server.pem
@@ -57,6 +58,7 @@ pub struct ConfigFile {
     pub max_body_bytes: Option<usize>,
     pub audit_log: Option<PathBuf>,
     pub metrics_listen: Option<SocketAddr>,
+    pub metrics_allow_remote: Option<bool>,
     #[serde(default)]
     pub tls: TlsSection,
     #[serde(default)]
@@ -324,6 +326,14 @@ impl Settings {
         };
 
         let (front, throttle) = network_settings(&file.network)?;
+        let metrics_listen = overrides.metrics_listen.or(file.metrics_listen);
+        if let Some(address) = metrics_listen {
+            if !address.ip().is_loopback() && !file.metrics_allow_remote.unwrap_or(false) {
+                anyhow::bail!(
+                    "the metrics address {address} is not a loopback address, and the metrics listener has no TLS or authentication; use 127.0.0.1, or set metrics_allow_remote = true in the configuration file and firewall the port"
+                );
+            }
+        }
         let max_body_bytes = file.max_body_bytes.unwrap_or(40 * 1024 * 1024);
         if front.max_buffered_body_bytes < max_body_bytes {
             anyhow::bail!(
@@ -353,7 +363,7 @@ impl Settings {
             tls_is_default,
             allow_reset: overrides.allow_reset || file.allow_reset.unwrap_or(false),
             max_body_bytes,
-            metrics_listen: overrides.metrics_listen.or(file.metrics_listen),
+            metrics_listen,
             limits,
             data_dir,
         })
@@ -429,5 +439,19 @@ mod tests {
         );
 
         assert!(toml::from_str::<ConfigFile>("metrics_listen = \"localhost\"").is_err());
+    }
+
+    #[test]
+    fn remote_metrics_address_needs_consent() {
+        let file: ConfigFile = toml::from_str("metrics_listen = \"0.0.0.0:9464\"").unwrap();
+        let error = Settings::resolve(file, Overrides::default()).unwrap_err();
+        assert!(
+            error.to_string().contains("metrics_allow_remote"),
+            "{error}"
+        );
+        let file: ConfigFile =
+            toml::from_str("metrics_listen = \"0.0.0.0:9464\"\nmetrics_allow_remote = true")
+                .unwrap();
+        assert!(Settings::resolve(file, Overrides::default()).is_ok());
     }
 }
