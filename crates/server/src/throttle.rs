@@ -105,18 +105,16 @@ impl Throttle {
 impl Drop for InFlight {
     fn drop(&mut self) {
         let mut usage = self.usage.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(entry) = usage.get_mut(&self.principal) {
-            entry.in_flight = entry.in_flight.saturating_sub(1);
+        let Some(entry) = usage.get_mut(&self.principal) else {
+            return;
+        };
+        entry.in_flight = entry.in_flight.saturating_sub(1);
+        // Forget the principal once nothing of it runs and its bucket has refilled,
+        // since a fresh entry starts the same way.
+        let refilled = entry.tokens + entry.refilled.elapsed().as_secs_f64() * self.per_second;
+        if entry.in_flight == 0 && refilled >= self.burst {
+            usage.remove(&self.principal);
         }
-        // Forget principals with nothing running and a bucket that has refilled, since
-        // a fresh entry starts the same way.
-        let now = Instant::now();
-        let (per_second, burst) = (self.per_second, self.burst);
-        usage.retain(|_, entry| {
-            let refilled =
-                entry.tokens + now.duration_since(entry.refilled).as_secs_f64() * per_second;
-            entry.in_flight > 0 || refilled < burst
-        });
     }
 }
 
