@@ -37,6 +37,17 @@ START_ATTEMPTS = 3
 CRASH_MARKERS = ("panicked", "fatal runtime error", "has overflowed its stack")
 DIMENSION = 384
 
+# The policy grant that gives the development PKI's admin principal everything; tests
+# that write their own policy start from it.
+ADMIN_GRANT = """
+[[grant]]
+principal = "admin"
+actions = ["read", "write", "admin"]
+tenant = "*"
+database = "*"
+collection = "*"
+"""
+
 requires_dataset = pytest.mark.skipif(
     not (DATASET_DIR / "base.fvecs").is_file(),
     reason=f"test dataset not found at {DATASET_DIR} (set RAVELIN_TEST_DATA to the folder "

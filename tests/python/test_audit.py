@@ -7,16 +7,9 @@ import json
 from pathlib import Path
 from typing import List
 
-from conftest import RavelinServer, run_ravelin
+from conftest import ADMIN_GRANT, RavelinServer, run_ravelin
 
-POLICY = """
-[[grant]]
-principal = "admin"
-actions = ["read", "write", "admin"]
-tenant = "*"
-database = "*"
-collection = "*"
-
+POLICY = ADMIN_GRANT + """
 [[grant]]
 principal = "reader"
 actions = ["read"]

@@ -22,18 +22,11 @@ from typing import Dict, Optional
 import httpx
 import pytest
 
-from conftest import RavelinServer, run_ravelin
+from conftest import ADMIN_GRANT, RavelinServer, run_ravelin
 
 PRINCIPALS = ("tenant-admin", "reader", "writer", "outsider")
 
-POLICY = """
-[[grant]]
-principal = "admin"
-actions = ["read", "write", "admin"]
-tenant = "*"
-database = "*"
-collection = "*"
-
+POLICY = ADMIN_GRANT + """
 [[grant]]
 principal = "tenant-admin"
 actions = ["read", "write", "admin"]

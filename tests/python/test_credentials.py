@@ -16,16 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import RavelinServer, run_ravelin
+from conftest import ADMIN_GRANT, RavelinServer, run_ravelin
 
-READER_POLICY = """
-[[grant]]
-principal = "admin"
-actions = ["read", "write", "admin"]
-tenant = "*"
-database = "*"
-collection = "*"
-
+READER_POLICY = ADMIN_GRANT + """
 [[grant]]
 principal = "reader"
 actions = ["read"]

@@ -67,7 +67,14 @@ import pytest
 
 import certs
 import ravelin_client
-from conftest import CRASH_MARKERS, RavelinServer, ServerExited, run_ravelin, run_ravelin_to_exit
+from conftest import (
+    ADMIN_GRANT,
+    CRASH_MARKERS,
+    RavelinServer,
+    ServerExited,
+    run_ravelin,
+    run_ravelin_to_exit,
+)
 
 API = "/api/v2"
 DB_PATH = "/tenants/default_tenant/databases/default_database"
@@ -613,15 +620,6 @@ def no_certificate_client(server: RavelinServer) -> httpx.Client:
     client.event_hooks = {"response": [record_response]}
     return client
 
-
-ADMIN_GRANT = """
-[[grant]]
-principal = "admin"
-actions = ["read", "write", "admin"]
-tenant = "*"
-database = "*"
-collection = "*"
-"""
 
 TOKENS_WITHOUT_CERTIFICATE = "[tokens]\nenabled = true\nwithout_certificate = true\n"
 

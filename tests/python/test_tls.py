@@ -13,7 +13,7 @@ import pytest
 
 import certs
 import ravelin_client
-from conftest import RavelinServer, run_ravelin
+from conftest import ADMIN_GRANT, RavelinServer, run_ravelin
 
 DB_PATH = "/tenants/default_tenant/databases/default_database"
 
@@ -253,14 +253,7 @@ def test_unauthorized_principal_stock_client(server):
         server.connect("stranger")
 
 
-NARROW_GRANTS = """
-[[grant]]
-principal = "admin"
-actions = ["read", "write", "admin"]
-tenant = "*"
-database = "*"
-collection = "*"
-
+NARROW_GRANTS = ADMIN_GRANT + """
 [[grant]]
 principal = "ingest"
 actions = ["read", "write"]
