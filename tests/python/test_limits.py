@@ -207,3 +207,19 @@ def test_buffered_bodies_bounded(server_factory, tmp_path):
     assert statuses == [400] * 6, "every body is decoded and refused by the batch cap"
     growth_mib = (peak - baseline) / 1024
     assert growth_mib < 750, f"memory grew by {growth_mib:.0f} MiB"
+
+
+def test_configured_api_limit_named_in_the_error(server_factory, tmp_path):
+    server = start(server_factory, tmp_path, "[limits]\nmax_metadata_keys = 2\n")
+    with server.http_client() as client:
+        collection_id = client.post(
+            COLLECTIONS.removeprefix("/api/v2"), json={"name": "keys"}
+        ).json()["id"]
+        response = client.post(
+            f"{COLLECTIONS.removeprefix('/api/v2')}/{collection_id}/add",
+            json={"ids": ["a"], "embeddings": [[1.0]], "metadatas": [{"x": 1, "y": 2, "z": 3}]},
+        )
+        assert response.status_code == 400, response.text
+        assert "2" in response.json()["message"]
+        count = client.get(f"{COLLECTIONS.removeprefix('/api/v2')}/{collection_id}/count")
+    assert count.json() == 0

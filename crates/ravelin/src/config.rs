@@ -112,6 +112,17 @@ pub struct LimitsSection {
     pub max_n_results: Option<usize>,
     pub exact_scan_max_vector_bytes: Option<usize>,
     pub query_timeout_ms: Option<u64>,
+    pub max_get_limit: Option<usize>,
+    pub max_embedding_function_bytes: Option<usize>,
+    pub max_metadata_keys: Option<usize>,
+    pub max_metadata_key_bytes: Option<usize>,
+    pub max_metadata_string_bytes: Option<usize>,
+    pub max_metadata_array_items: Option<usize>,
+    pub max_filter_depth: Option<usize>,
+    pub max_filter_clauses: Option<usize>,
+    pub max_filter_in_values: Option<usize>,
+    pub max_regex_bytes: Option<usize>,
+    pub max_regex_compiled_bytes: Option<usize>,
 }
 
 impl ConfigFile {
@@ -300,6 +311,86 @@ impl Settings {
         if let Some(value) = section.exact_scan_max_vector_bytes {
             limits.exact_scan_max_vector_bytes = value;
         }
+        let bounded = |value: Option<usize>, name: &str, max: usize, field: &mut usize| match value
+        {
+            None => Ok(()),
+            Some(value) if (1..=max).contains(&value) => {
+                *field = value;
+                Ok(())
+            }
+            Some(value) => Err(anyhow::anyhow!(
+                "invalid limits.{name} {value}: expected 1 to {max}"
+            )),
+        };
+        bounded(
+            section.max_get_limit,
+            "max_get_limit",
+            100_000_000,
+            &mut limits.max_get_limit,
+        )?;
+        bounded(
+            section.max_embedding_function_bytes,
+            "max_embedding_function_bytes",
+            16 << 20,
+            &mut limits.max_embedding_function_bytes,
+        )?;
+        let metadata = &mut limits.metadata;
+        bounded(
+            section.max_metadata_keys,
+            "max_metadata_keys",
+            65_536,
+            &mut metadata.max_keys,
+        )?;
+        bounded(
+            section.max_metadata_key_bytes,
+            "max_metadata_key_bytes",
+            65_536,
+            &mut metadata.max_key_bytes,
+        )?;
+        bounded(
+            section.max_metadata_string_bytes,
+            "max_metadata_string_bytes",
+            64 << 20,
+            &mut metadata.max_string_bytes,
+        )?;
+        bounded(
+            section.max_metadata_array_items,
+            "max_metadata_array_items",
+            1 << 20,
+            &mut metadata.max_array_items,
+        )?;
+        let filter = &mut limits.filter;
+        // Filters are parsed and evaluated recursively, so the depth stays small.
+        bounded(
+            section.max_filter_depth,
+            "max_filter_depth",
+            64,
+            &mut filter.max_depth,
+        )?;
+        bounded(
+            section.max_filter_clauses,
+            "max_filter_clauses",
+            1 << 20,
+            &mut filter.max_clauses,
+        )?;
+        bounded(
+            section.max_filter_in_values,
+            "max_filter_in_values",
+            1 << 20,
+            &mut filter.max_in_values,
+        )?;
+        bounded(
+            section.max_regex_bytes,
+            "max_regex_bytes",
+            1 << 20,
+            &mut filter.max_regex_bytes,
+        )?;
+        bounded(
+            section.max_regex_compiled_bytes,
+            "max_regex_compiled_bytes",
+            256 << 20,
+            &mut filter.max_regex_compiled_bytes,
+        )?;
         if let Some(value) = section.query_timeout_ms {
             if value == 0 || value > 3_600_000 {
                 anyhow::bail!("invalid limits.query_timeout_ms {value}: expected 1 to 3600000");
@@ -453,5 +544,25 @@ mod tests {
             toml::from_str("metrics_listen = \"0.0.0.0:9464\"\nmetrics_allow_remote = true")
                 .unwrap();
         assert!(Settings::resolve(file, Overrides::default()).is_ok());
+    }
+
+    #[test]
+    fn api_limits_from_file_with_bounds() {
+        let file: ConfigFile =
+            toml::from_str("[limits]\nmax_metadata_keys = 8\nmax_filter_clauses = 50").unwrap();
+        let settings = Settings::resolve(file, Overrides::default()).unwrap();
+        assert_eq!(settings.limits.metadata.max_keys, 8);
+        assert_eq!(settings.limits.filter.max_clauses, 50);
+        for bad in [
+            "max_filter_depth = 65",
+            "max_metadata_keys = 0",
+            "max_get_limit = 0",
+        ] {
+            let file: ConfigFile = toml::from_str(&format!("[limits]\n{bad}")).unwrap();
+            assert!(
+                Settings::resolve(file, Overrides::default()).is_err(),
+                "{bad}"
+            );
+        }
     }
 }
