@@ -35,6 +35,8 @@ STOP_TIMEOUT_S = 15.0
 START_ATTEMPTS = 3
 # Lines that Rust's runtime writes to stderr when a thread panics or the process aborts.
 CRASH_MARKERS = ("panicked", "fatal runtime error", "has overflowed its stack")
+# What the server logs for every response with a 5xx status other than 501.
+SERVER_ERROR_MARKER = "request failed"
 DIMENSION = 384
 
 # The policy grant that gives the development PKI's admin principal everything; tests
@@ -296,7 +298,8 @@ class ServerFactory:
         """Stop every server and describe each one that crashed.
 
         A crash is a panic or a fatal runtime error (such as a stack overflow)
-        in the log, or an exit that no test requested.
+        in the log, an exit that no test requested, or a request that failed with
+        a server error (the server logs each one as "request failed").
         """
         crashes = []
         for server in self.servers:
@@ -308,6 +311,9 @@ class ServerFactory:
                 crashes.append(f"exited by itself with code {server.exit_code}: {command}")
             if any(marker in log for marker in CRASH_MARKERS):
                 crashes.append(f"{command}\n{log[-4000:]}")
+            failed = [line for line in log.splitlines() if SERVER_ERROR_MARKER in line]
+            if failed:
+                crashes.append(f"{command}: {len(failed)} server errors, first: {failed[0]}")
         return crashes
 
 
