@@ -69,6 +69,9 @@ pub(crate) async fn handle(
         Ok(reply) => (reply.status, reply.body),
         Err(error) => (status_of(&error), error.to_json()),
     };
+    let denied = decision
+        .as_ref()
+        .is_some_and(|decision| decision.outcome != Outcome::Allowed);
     if let Some(decision) = decision {
         if let Err(error) = record(&state, &client, &decision, status, &trace_id) {
             tracing::error!(%trace_id, %error, "cannot write the audit record; responding with 500");
@@ -88,7 +91,7 @@ pub(crate) async fn handle(
     let principal = client.principal.as_deref().unwrap_or("-");
     if status.is_server_error() && status != StatusCode::NOT_IMPLEMENTED {
         tracing::error!(%trace_id, %method, %path, status = status.as_u16(), %principal, peer = %client.address, "request failed");
-    } else if status == StatusCode::FORBIDDEN || status == StatusCode::UNAUTHORIZED {
+    } else if denied {
         tracing::info!(%trace_id, %method, %path, status = status.as_u16(), %principal, peer = %client.address, "request denied");
     } else {
         tracing::debug!(%trace_id, %method, %path, status = status.as_u16(), %principal, ?elapsed, "request");
