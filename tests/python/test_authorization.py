@@ -261,6 +261,10 @@ def test_hidden_answers_match_missing(world, clients):
         assert hidden["message"].replace("globex", "X") == missing["message"].replace(
             "no-such-tenant", "X"
         )
+    denials = [line for line in world.server.stderr_text().splitlines() if "request denied" in line]
+    assert any("status=404" in line and "/tenants/globex" in line for line in denials), (
+        "a hidden resource's denial is logged at info"
+    )
 
 
 def test_collection_id_from_another_tenant_is_missing(world, clients):
