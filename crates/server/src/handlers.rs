@@ -203,17 +203,6 @@ async fn respond(state: &Arc<AppState>, client: &Client, request: Request<Incomi
                 return (Err(error), Some(decision), name);
             }
         };
-    let _in_flight = match state.throttle.admit(&principal) {
-        Ok(in_flight) => in_flight,
-        Err(error) => {
-            let decision = Audited {
-                route,
-                principal,
-                outcome: Outcome::Denied,
-            };
-            return (Err(error), Some(decision), name);
-        }
-    };
     if let Err(error) = authorize(state, &principal, &route) {
         if error.status() == StatusCode::NOT_FOUND.as_u16() {
             state.metrics.denial(Denial::Hidden);
@@ -246,11 +235,15 @@ async fn execute_allowed(
 ) -> Result<Reply, ApiError> {
     let query = request.uri().query().map(str::to_string);
     let (body, budget) = read_body(state, request).await?;
+    // Counted only once the body is in, so a client that sends its body slowly does
+    // not take the place of the principal's requests that are ready to run.
+    let in_flight = state.throttle.admit(&principal)?;
     let state = Arc::clone(state);
     tokio::task::spawn_blocking(move || {
         // The body's share of the buffer budget stays taken while it is decoded,
         // because decoding needs several times its size.
         let _budget = budget;
+        let _in_flight = in_flight;
         execute(&state, &principal, route, query.as_deref(), &body)
     })
     .await

@@ -69,6 +69,10 @@ pub struct ChainHead {
 pub struct AuditLog {
     path: PathBuf,
     state: Mutex<LogState>,
+    /// A second handle on the file, synced outside the lock, so appends of other
+    /// requests go on while one waits for the disk. Syncing either handle flushes
+    /// every record written so far.
+    sync_handle: File,
 }
 
 #[derive(Debug)]
@@ -130,8 +134,10 @@ impl AuditLog {
             },
         };
 
+        let sync_handle = file.try_clone().map_err(open_error)?;
         Ok(AuditLog {
             path,
+            sync_handle,
             state: Mutex::new(LogState {
                 file,
                 len,
@@ -192,8 +198,11 @@ impl AuditLog {
         };
 
         let flushed = state.file.flush();
+        drop(guard);
+        // The record is in the file; waiting for the disk needs no lock, and a sync
+        // that another append started later covers this record too.
         let synced = if durable {
-            flushed.and_then(|()| state.file.sync_data())
+            flushed.and_then(|()| self.sync_handle.sync_data())
         } else {
             flushed
         };
