@@ -122,8 +122,8 @@ struct Audited {
     outcome: Outcome,
 }
 
-/// Appends the audit record of a decision. A write or admin request waits until the
-/// record is on disk; others until it is written to the file.
+/// Appends the audit record of a decision. A write or admin request that succeeded
+/// waits until the record is on disk; others until it is written to the file.
 fn record(
     state: &Arc<AppState>,
     client: &Client,
@@ -150,7 +150,9 @@ fn record(
         status: status.as_u16(),
         request_id: trace_id,
     };
-    let durable = matches!(action, Some(Action::Write | Action::Admin));
+    // A change must not be acknowledged before its record is on disk. A write or
+    // admin request that failed changed nothing, so its record need not wait.
+    let durable = matches!(action, Some(Action::Write | Action::Admin)) && status.is_success();
     let multi_thread = tokio::runtime::Handle::current().runtime_flavor()
         == tokio::runtime::RuntimeFlavor::MultiThread;
     if durable && multi_thread {
