@@ -143,22 +143,22 @@ impl fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
-/// The error for a tenant that does not exist, or that the principal's grants do not
-/// reach: the two must be indistinguishable.
+/// Returns the error for a tenant that does not exist, or that the principal's grants
+/// do not reach. The two must be indistinguishable.
 pub fn tenant_not_found(tenant: &str) -> ApiError {
     ApiError::not_found(format!("Tenant [{tenant}] not found"))
 }
 
-/// The error for a database that does not exist, or that the principal's grants do
-/// not reach.
+/// Returns the error for a database that does not exist, or that the principal's
+/// grants do not reach.
 pub fn database_not_found(database: &str) -> ApiError {
     ApiError::not_found(format!(
         "Database [{database}] not found. Are you sure it exists?"
     ))
 }
 
-/// The error for a collection that does not exist, that lies outside the tenant and
-/// database in the path, or that the principal's grants do not reach. `collection` is
+/// Returns the error for a collection that does not exist, that lies outside the
+/// tenant and database in the path, or that the principal's grants do not reach. `collection` is
 /// the name or id as the request gave it.
 pub fn collection_not_found(collection: &str) -> ApiError {
     ApiError::not_found(format!("Collection [{collection}] does not exist"))

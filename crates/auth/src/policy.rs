@@ -26,7 +26,7 @@
 //! (listing its databases, say) needs a grant whose deeper patterns are `*`.
 //! Everything else is denied.
 //!
-//! [`Policy::decide`] also tells the caller how to deny. A resource that none of the principal's
+//! [`Policy::decide`] also returns how to deny. A resource that none of the principal's
 //! grants reach, whatever their actions, is hidden: the caller answers as if it did
 //! not exist. A resource the principal reaches but may not act on this way is
 //! forbidden.
@@ -385,10 +385,10 @@ impl Policy {
         })
     }
 
-    /// Decides one request, and when it is denied, whether to answer as if the
+    /// Decides one request, and when it is denied, whether to respond as if the
     /// resource did not exist. Components are checked from the tenant down, as the
     /// engine checks that they exist, so a hidden resource gets the engine's
-    /// not-found answer for the same component.
+    /// not-found error for the same component.
     pub fn decide(&self, principal: &str, action: Action, resource: Resource<'_>) -> Decision {
         if self.allows(principal, action, resource) {
             return Decision::Allowed;

@@ -7,11 +7,12 @@
 //! - A collection whose vectors exceed `exact_scan_max_vector_bytes` and that has no
 //!   index gets one built from its records. Its queries scan exactly until then.
 //! - An index with enough deleted slots is rebuilt without them.
-//! - An index with changes that its stored checkpoint lacks is written to the store
-//!   once the changed slots reach [`CHECKPOINT_CHANGES`] or one [`CHECKPOINT_FRACTION`]th
-//!   of the index, whichever is more, or [`CHECKPOINT_INTERVAL`] after the first
-//!   change, and by the final pass at shutdown. A restart after a crash replays at
-//!   most that many changes, or what arrived within the interval.
+//! - An index with changes that its stored checkpoint lacks is written to the store.
+//!   That happens once the changed slots reach [`CHECKPOINT_CHANGES`] or one
+//!   [`CHECKPOINT_FRACTION`]th of the index, whichever is more, or
+//!   [`CHECKPOINT_INTERVAL`] after the first change, and in the final pass at
+//!   shutdown. A restart after a crash replays at most that many changes, or what
+//!   arrived within the interval.
 //!
 //! [`UpkeepWorker`] runs [`Engine::maintain`] on a background thread.
 
@@ -34,14 +35,14 @@ pub const CHECKPOINT_CHANGES: usize = 4096;
 
 /// In a large index, a checkpoint is due once this fraction (one over the value) of
 /// its slots changed. Every checkpoint writes the whole index, so a fixed count would
-/// make a bulk load write the index over and over; with a quarter, a bulk load writes
+/// make a bulk load write the index over and over. With a quarter, a bulk load writes
 /// about four times the final index in all, and a crash replays at most a quarter.
 pub const CHECKPOINT_FRACTION: usize = 4;
 
-/// The longest an index change waits for a checkpoint.
+/// The maximum time an index change waits for a checkpoint.
 pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(30);
 
-/// Which checkpoints a pass writes.
+/// The kind of pass, which decides the checkpoints it writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pass {
     /// Those that are due.
@@ -50,7 +51,7 @@ pub enum Pass {
     Final,
 }
 
-/// What a pass of [`Engine::maintain`] did.
+/// The work a pass of [`Engine::maintain`] did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct UpkeepReport {
     pub built: usize,

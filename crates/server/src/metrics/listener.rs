@@ -1,9 +1,9 @@
 //! The metrics listener: plain HTTP/1.1 that serves `GET /metrics` and nothing else.
 //!
-//! It has no TLS and no authentication, so it should listen on a loopback address or
-//! on a network only the Prometheus server reaches. What it serves contains no names
-//! or data from the database (see the module above), and every other path gets a 404
-//! that says nothing about the server.
+//! It has no TLS and no authentication, so the server accepts a non-loopback address
+//! for it only with `metrics_allow_remote`. Its output contains no names or data from
+//! the database (see the module above), and every other path gets a 404 that names
+//! only `GET /metrics`.
 
 use std::convert::Infallible;
 use std::future::Future;
