@@ -720,6 +720,30 @@ mod tests {
         }
     }
 
+    /// Found by the `request_decode` fuzz target: without serde_json's
+    /// `float_roundtrip` feature, `1e-45` parsed one ulp above the nearest f64, so a
+    /// metadata float changed when the engine stored it as JSON text and read it back.
+    #[test]
+    fn floats_parsed_to_nearest_f64() {
+        for text in [
+            "1e-45",
+            "1.0715660391465826e-75",
+            "-1.81996730402717e-179",
+            "0.1",
+        ] {
+            let body = format!(r#"{{"f": {text}}}"#);
+            let value = parse_json(body.as_bytes()).unwrap();
+            let expected: f64 = text.parse().unwrap();
+            assert_eq!(
+                value["f"].as_f64().unwrap().to_bits(),
+                expected.to_bits(),
+                "{text}"
+            );
+            let reread = parse_json(value.to_string().as_bytes()).unwrap();
+            assert_eq!(reread, value, "{text}");
+        }
+    }
+
     fn limits() -> Limits {
         Limits::default()
     }

@@ -1492,6 +1492,20 @@ fn regex_compiled_size_limit() {
     assert!(Filter::parse(Some(&json!({"#document": {"$regex": "abc"}})), None, &small).is_ok());
 }
 
+/// Found by replaying the `request_decode` fuzz corpus in a debug build: `x` followed
+/// by 200 `*` overflowed a 2 MiB thread stack while the regex crate compiled it.
+#[test]
+fn regex_nesting_limit() {
+    let deep = format!("x{}", "*".repeat(200));
+    let error = document_error(json!({ "$regex": deep }));
+    assert!(error.message.contains("nested"), "{}", error.message);
+
+    let groups = |depth: usize| format!("{}x{}", "(".repeat(depth), ")".repeat(depth));
+    let error = document_error(json!({ "$regex": groups(65) }));
+    assert!(error.message.contains("nested"), "{}", error.message);
+    document_filter(json!({ "$regex": groups(64) }));
+}
+
 #[test]
 fn eq_and_ne_are_complements() {
     // For every metadata type, arrays included, exactly one of $eq and $ne matches.
