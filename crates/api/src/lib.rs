@@ -15,11 +15,16 @@
 //! - [`embedding`]: float-list and base64 embeddings.
 //! - [`names`]: name rules and collection ids.
 //! - [`limits`]: the size limits applied while decoding.
+//!
+//! The hidden `fuzzing` module holds the checks that the fuzz targets in `fuzz/` and
+//! the corpus replay test run on each input.
 
 pub mod config;
 pub mod embedding;
 pub mod error;
 pub mod filter;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod limits;
 pub mod metadata;
 pub mod names;

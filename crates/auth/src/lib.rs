@@ -9,7 +9,12 @@
 //! - [`identity`]: the principal of a certificate.
 //! - [`policy`]: the policy file and the decision for one request.
 //! - [`token`]: bearer tokens and the token file.
+//!
+//! The hidden `fuzzing` module holds the checks that the fuzz targets in `fuzz/` and
+//! the corpus replay test run on each input.
 
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod identity;
 pub mod policy;
 pub mod token;

@@ -66,8 +66,9 @@
 //! # Limits
 //!
 //! The parser checks nesting depth before it descends, so a hostile filter cannot exhaust
-//! the stack, and it bounds the number of clauses, the length of `$in` lists and the
-//! source and compiled size of each regex. Every invalid filter is a 400
+//! the stack, and it bounds the number of clauses, the length of `$in` lists, and the
+//! nesting depth (64 levels), source size and compiled size of each regex. Every invalid
+//! filter is a 400
 //! `InvalidArgumentError` whose message starts with "Invalid where clause" or "Invalid
 //! where document clause", the texts of Chroma's own messages.
 

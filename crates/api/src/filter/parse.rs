@@ -344,6 +344,9 @@ fn compile_regex(
                 "the regex [{}] compiles to more than the maximum of {limit} bytes. Use a smaller pattern",
                 printable(pattern)
             )),
+            // NOTE: the regex crate's message repeats the whole pattern, unescaped and with
+            // a line-number prefix per line, so this message can be about 7 times as
+            // long as `max_regex_bytes`.
             other => field.invalid(format!("invalid regex [{}]: {other}", printable(pattern))),
         })
 }
