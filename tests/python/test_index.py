@@ -2,8 +2,8 @@
 records of wordnet-minilm-100k with the default collection configuration.
 
 The tests run in order on one server and one collection: recall once the
-background build finishes, a restart that loads the checkpoint and answers the
-same, and a SIGKILL after unsaved writes, which the next start replays.
+background build finishes, a restart that loads the checkpoint and returns the
+same results, and a SIGKILL after unsaved writes, which the next start replays.
 Timings are measured by bench/server, not here.
 """
 

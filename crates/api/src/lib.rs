@@ -16,7 +16,7 @@
 //! - [`names`]: name rules and collection ids.
 //! - [`limits`]: the size limits applied while decoding.
 //!
-//! The hidden `fuzzing` module holds the checks that the fuzz targets in `fuzz/` and
+//! The hidden `fuzzing` module contains the checks that the fuzz targets in `fuzz/` and
 //! the corpus replay test run on each input.
 
 pub mod config;

@@ -33,7 +33,7 @@ pub struct Limits {
     /// (measured with `bench/server`, see docs/BENCHMARKS.md). Small collections and
     /// narrow filters therefore get exact results at little cost.
     pub exact_scan_max_vector_bytes: usize,
-    /// The longest one query request may search, all its query embeddings together.
+    /// The maximum time one query request may search, all its query embeddings together.
     /// A request past it stops and fails with 408 instead of holding a thread.
     /// Default 30 s.
     pub query_timeout: std::time::Duration,

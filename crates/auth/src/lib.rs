@@ -10,7 +10,7 @@
 //! - [`policy`]: the policy file and the decision for one request.
 //! - [`token`]: bearer tokens and the token file.
 //!
-//! The hidden `fuzzing` module holds the checks that the fuzz targets in `fuzz/` and
+//! The hidden `fuzzing` module contains the checks that the fuzz targets in `fuzz/` and
 //! the corpus replay test run on each input.
 
 #[doc(hidden)]

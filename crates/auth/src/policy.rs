@@ -27,7 +27,7 @@
 //! Everything else is denied.
 //!
 //! [`Policy::decide`] also returns how to deny. A resource that none of the principal's
-//! grants reach, whatever their actions, is hidden: the caller answers as if it did
+//! grants reach, whatever their actions, is hidden: the caller responds as if it did
 //! not exist. A resource the principal reaches but may not act on this way is
 //! forbidden.
 

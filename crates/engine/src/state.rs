@@ -172,8 +172,8 @@ impl RecordSet {
     }
 
     /// Makes `index` the collection's index and brings it up to date. The index comes
-    /// from a checkpoint that holds every record write up to `covered_seq`, and
-    /// `seqs` holds each record's last write. Slots whose record is gone or was
+    /// from a checkpoint that contains every record write up to `covered_seq`, and
+    /// `seqs` maps each record to its last write. Slots whose record is gone or was
     /// written after the checkpoint are removed, and records written after it are
     /// inserted. Returns the number of slots changed, or why the checkpoint does not
     /// fit the records.

@@ -3,7 +3,7 @@
 //! Every record with an embedding has a slot in the collection's HNSW index once the
 //! collection is large enough to need one. Each slot maps to the position of its
 //! record. A writer inserts new slots hidden, publishes them together with the records
-//! of its batch, and removes replaced slots afterwards, so a query never sees half a
+//! of its batch, and removes replaced slots afterwards, so no query result contains half a
 //! batch. [`VectorIndex::checkpoint`] writes the index with that mapping, so a restart
 //! loads the graph instead of rebuilding it.
 //!

@@ -370,7 +370,7 @@ fn queries_run_while_batches_are_written() {
 
 /// A filter accepting 0.1%, 1%, 10% and 50% of the records goes through the index's
 /// filtered walk (or its exact fallback when the walk comes up short) and keeps
-/// recall@10 of at least 0.95 against the filtered exact answer.
+/// recall@10 of at least 0.95 against the filtered exact result.
 #[test]
 fn filtered_queries_at_every_selectivity() {
     const COUNT: usize = 4000;

@@ -14,7 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context, Result};
 use auth::token::{format_token, hex, token_hash, TokenFile, TokenRecord, ID_CHARS, SECRET_CHARS};
 
-/// The longest lifetime `--expires` accepts: ten years.
+/// The maximum lifetime `--expires` accepts: ten years.
 const MAX_LIFETIME_SECONDS: i64 = 3650 * 86_400;
 
 /// Parses a lifetime such as `30d`, `12h` or `90m` into seconds.

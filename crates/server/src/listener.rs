@@ -70,7 +70,7 @@ pub async fn serve(
                         let client = Arc::clone(&client);
                         async move { Ok::<_, std::convert::Infallible>(handlers::handle(state, client, request).await) }
                     });
-                    // NOTE: hyper answers a request it cannot parse, such as one with
+                    // NOTE: hyper responds to a request it cannot parse, such as one with
                     // control bytes in a header value, with a bare 400 and no body,
                     // before any handler runs; it has no hook for Chroma's error JSON.
                     let mut builder = http1::Builder::new();

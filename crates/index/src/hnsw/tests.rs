@@ -290,11 +290,11 @@ fn filtered_recall(
     total / queries.len() as f64
 }
 
-/// The acceptance property of the index at Chroma's default settings (M 16,
-/// ef_construction 100, ef_search 100): recall@10 of at least 0.95 against an exact
-/// scan, on uniform and clustered data, unfiltered and with filters that accept 0.1%,
-/// 1%, 10% and 50% of the slots, after a tenth of the slots are deleted, with no
-/// deleted or filtered-out slot ever returned.
+/// Checks recall@10 of at least 0.95 against an exact scan at Chroma's default
+/// settings (M 16, ef_construction 100, ef_search 100). The data is uniform and
+/// clustered, and queries run unfiltered and with filters that accept 0.1%, 1%, 10%
+/// and 50% of the slots, after a tenth of the slots are deleted. No deleted or
+/// filtered-out slot may be returned.
 #[test]
 fn recall_at_default_settings_across_data_and_selectivity() {
     const COUNT: usize = 5000;
