@@ -37,12 +37,16 @@ pub enum ErrorKind {
     RequestTimeout,
     /// 413 `BatchSizeExceededError`: the body or batch is over a limit.
     PayloadTooLarge,
+    /// 414 `ChromaError`: a request line too long to parse.
+    UriTooLong,
     /// 415 `InvalidArgumentError`: a content encoding other than identity.
     UnsupportedMediaType,
     /// 422 `ChromaError`: JSON of the wrong type or shape.
     Unprocessable,
     /// 429 `RateLimitError`: the principal is over its request rate or concurrency.
     TooManyRequests,
+    /// 431 `ChromaError`: request headers too large to parse.
+    HeadersTooLarge,
     /// 500 `InternalError`.
     Internal,
     /// 501 `ChromaError`: a route Ravelin does not implement.
@@ -64,9 +68,11 @@ impl ErrorKind {
             ErrorKind::Gone => 410,
             ErrorKind::RequestTimeout => 408,
             ErrorKind::PayloadTooLarge => 413,
+            ErrorKind::UriTooLong => 414,
             ErrorKind::UnsupportedMediaType => 415,
             ErrorKind::Unprocessable => 422,
             ErrorKind::TooManyRequests => 429,
+            ErrorKind::HeadersTooLarge => 431,
             ErrorKind::Internal => 500,
             ErrorKind::NotImplemented => 501,
             ErrorKind::Unavailable => 503,
@@ -89,6 +95,8 @@ impl ErrorKind {
             | ErrorKind::MethodNotAllowed
             | ErrorKind::Conflict
             | ErrorKind::Unprocessable
+            | ErrorKind::UriTooLong
+            | ErrorKind::HeadersTooLarge
             | ErrorKind::NotImplemented
             | ErrorKind::Unavailable => "ChromaError",
         }

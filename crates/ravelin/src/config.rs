@@ -19,6 +19,7 @@
 //! certificate = "/etc/ravelin/server.pem" # default: <data_dir>/pki/server.pem
 //! key = "/etc/ravelin/server.key"         # default: <data_dir>/pki/server.key
 //! client_ca = "/etc/ravelin/clients-ca.pem" # default: <data_dir>/pki/ca.pem
+//! crl = "/etc/ravelin/clients.crl.pem"    # default: no revocation list
 //!
 //! [limits]
 //! max_batch_size = 5461
@@ -100,6 +101,7 @@ pub struct TlsSection {
     pub certificate: Option<PathBuf>,
     pub key: Option<PathBuf>,
     pub client_ca: Option<PathBuf>,
+    pub crl: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -148,6 +150,8 @@ pub struct Settings {
     pub tls_certificate: PathBuf,
     pub tls_key: PathBuf,
     pub client_ca: PathBuf,
+    /// The client CA's revocation lists, if any.
+    pub crl: Option<PathBuf>,
     /// Whether all three TLS paths are the development PKI's, which `serve` creates on
     /// first start.
     pub tls_is_default: bool,
@@ -178,6 +182,7 @@ pub struct Overrides {
     pub tls_certificate: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub client_ca: Option<PathBuf>,
+    pub crl: Option<PathBuf>,
     pub audit_log: Option<PathBuf>,
     pub allow_reset: bool,
     pub metrics_listen: Option<SocketAddr>,
@@ -284,6 +289,7 @@ impl Settings {
         let tls_certificate = overrides.tls_certificate.or(file.tls.certificate);
         let tls_key = overrides.tls_key.or(file.tls.key);
         let client_ca = overrides.client_ca.or(file.tls.client_ca);
+        let crl = overrides.crl.or(file.tls.crl);
         let tls_is_default = tls_certificate.is_none() && tls_key.is_none() && client_ca.is_none();
 
         let mut limits = api::Limits::default();
@@ -451,6 +457,7 @@ impl Settings {
                 .unwrap_or_else(|| pki.join(crate::pki::SERVER_CERTIFICATE)),
             tls_key: tls_key.unwrap_or_else(|| pki.join(crate::pki::SERVER_KEY)),
             client_ca: client_ca.unwrap_or_else(|| pki.join(crate::pki::CA_CERTIFICATE)),
+            crl,
             tls_is_default,
             allow_reset: overrides.allow_reset || file.allow_reset.unwrap_or(false),
             max_body_bytes,

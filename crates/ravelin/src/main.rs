@@ -148,6 +148,9 @@ struct ServeArgs {
     /// CA certificates that client certificates must chain to, PEM [default: DATA_DIR/pki/ca.pem].
     #[arg(long)]
     client_ca: Option<PathBuf>,
+    /// Certificate revocation lists of the client CA, PEM; reread on SIGHUP [default: none].
+    #[arg(long)]
+    crl: Option<PathBuf>,
     /// Audit log, one JSON record per authorization decision [default: DATA_DIR/audit.log].
     #[arg(long)]
     audit_log: Option<PathBuf>,
@@ -206,6 +209,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 tls_certificate: args.tls_cert,
                 tls_key: args.tls_key,
                 client_ca: args.client_ca,
+                crl: args.crl,
                 audit_log: args.audit_log,
                 allow_reset: args.allow_reset,
                 metrics_listen: args.metrics_listen,

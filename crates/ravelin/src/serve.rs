@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use engine::{Engine, UpkeepWorker};
 use server::audit::AuditLog;
 use server::throttle::Throttle;
-use server::tls::{server_config, TlsPaths};
+use server::tls::{ServerTls, TlsPaths};
 use server::{AppState, FrontSettings, Metrics, SharedPolicy, TokenStore};
 use tokio::sync::watch;
 
@@ -33,15 +33,16 @@ pub fn run(settings: Settings) -> Result<()> {
 
     let prepared = bootstrap::prepare(&settings)?;
 
-    let tls = server_config(&TlsPaths {
+    let tls = Arc::new(ServerTls::load(TlsPaths {
         certificate: settings.tls_certificate.clone(),
         key: settings.tls_key.clone(),
         client_ca: settings.client_ca.clone(),
+        crl: settings.crl.clone(),
         certificate_optional: settings
             .tokens
             .as_ref()
             .is_some_and(|tokens| tokens.without_certificate),
-    })?;
+    })?);
     let tokens = match &settings.tokens {
         Some(token_settings) => {
             let store = TokenStore::open(token_settings.clone()).map_err(anyhow::Error::msg)?;
@@ -93,7 +94,11 @@ pub fn run(settings: Settings) -> Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        reload_policy_on_sighup(Arc::clone(&state), settings.policy.clone());
+        reload_on_sighup(
+            Arc::clone(&state),
+            Arc::clone(&tls),
+            settings.policy.clone(),
+        );
 
         // One signal stops both listeners. The sender is shared so that the metrics
         // listener also stops when the API listener fails.
@@ -140,18 +145,29 @@ pub fn run(settings: Settings) -> Result<()> {
     Ok(())
 }
 
-/// Rereads the policy file on every SIGHUP. A file that cannot be read or parsed
-/// leaves the policy in force unchanged, and the reason is logged.
-fn reload_policy_on_sighup(state: Arc<AppState>, path: std::path::PathBuf) {
+/// Rereads the policy file and the TLS files (certificate, key, client CA,
+/// revocation lists) on every SIGHUP. Each is replaced only if it reads and parses;
+/// otherwise the one in force stays, and the reason is logged.
+fn reload_on_sighup(state: Arc<AppState>, tls: Arc<ServerTls>, path: std::path::PathBuf) {
     let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(signal) => signal,
         Err(error) => {
-            tracing::error!(%error, "cannot listen for SIGHUP; policy changes need a restart");
+            tracing::error!(%error, "cannot listen for SIGHUP; policy and certificate changes need a restart");
             return;
         }
     };
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {
+            match tls.reload() {
+                Ok(()) => tracing::info!(
+                    certificate = %tls.paths().certificate.display(),
+                    crl = tls.paths().crl.as_ref().map(|crl| crl.display().to_string()),
+                    "reloaded the TLS certificates and revocation lists"
+                ),
+                Err(error) => {
+                    tracing::error!(%error, "cannot reload the TLS files; the previous certificates and revocation lists stay in force")
+                }
+            }
             match bootstrap::read_policy(&path) {
                 Ok(policy) => {
                     let grants = policy.grants().len();

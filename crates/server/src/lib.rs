@@ -20,6 +20,7 @@ pub mod audit;
 mod handlers;
 pub mod listener;
 pub mod metrics;
+mod parse_errors;
 mod routes;
 pub mod throttle;
 pub mod tls;

@@ -16,19 +16,20 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::handlers;
 use crate::metrics::HandshakeFailure;
+use crate::parse_errors::ErrorBodies;
+use crate::tls::ServerTls;
 use crate::AppState;
 
 /// Serves connections from `listener` until `shutdown` completes, then gives in-flight
 /// requests the configured grace period to finish.
 pub async fn serve(
     listener: std::net::TcpListener,
-    tls: Arc<rustls::ServerConfig>,
+    tls: Arc<ServerTls>,
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
     let listener = TcpListener::from_std(listener)?;
-    let acceptor = TlsAcceptor::from(tls);
     let graceful = GracefulShutdown::new();
     let gate = Arc::new(ConnectionGate::new(
         state.settings.max_connections,
@@ -54,7 +55,7 @@ pub async fn serve(
                     drop(stream);
                     continue;
                 };
-                let acceptor = acceptor.clone();
+                let acceptor = TlsAcceptor::from(tls.current());
                 let state = Arc::clone(&state);
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
@@ -70,15 +71,12 @@ pub async fn serve(
                         let client = Arc::clone(&client);
                         async move { Ok::<_, std::convert::Infallible>(handlers::handle(state, client, request).await) }
                     });
-                    // NOTE: hyper responds to a request it cannot parse, such as one with
-                    // control bytes in a header value, with a bare 400 and no body,
-                    // before any handler runs; it has no hook for Chroma's error JSON.
                     let mut builder = http1::Builder::new();
                     builder
                         .timer(TokioTimer::new())
                         .header_read_timeout(header_read_timeout)
                         .keep_alive(true);
-                    let connection = builder.serve_connection(TokioIo::new(tls_stream), service);
+                    let connection = builder.serve_connection(TokioIo::new(ErrorBodies::new(tls_stream)), service);
                     if let Err(error) = watcher.watch(connection).await {
                         tracing::debug!(%peer, %error, "connection ended with an error");
                     }
