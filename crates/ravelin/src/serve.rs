@@ -8,7 +8,7 @@ use engine::{Engine, UpkeepWorker};
 use server::audit::AuditLog;
 use server::throttle::Throttle;
 use server::tls::{ServerTls, TlsPaths};
-use server::{AppState, FrontSettings, Metrics, SharedPolicy, TokenStore};
+use server::{AppState, Backend, FrontSettings, Metrics, SharedPolicy, TokenStore};
 use tokio::sync::watch;
 
 use crate::bootstrap;
@@ -70,7 +70,7 @@ pub fn run(settings: Settings) -> Result<()> {
 
     let metrics = Arc::new(Metrics::new());
     let state = Arc::new(AppState {
-        engine: Arc::clone(&engine),
+        backend: Backend::Engine(Arc::clone(&engine)),
         policy: SharedPolicy::new(prepared.policy),
         tokens,
         audit: Some(audit),
@@ -115,7 +115,7 @@ pub fn run(settings: Settings) -> Result<()> {
             tokio::spawn(server::metrics::serve_metrics(
                 metrics_listener,
                 metrics,
-                engine,
+                Some(engine),
                 wait_for_stop(stopped.clone()),
             ))
         });
