@@ -1,5 +1,5 @@
 //! The backend that runs an allowed, decoded [`Operation`]: the embedded engine in
-//! `ravelin serve`. Routing,
+//! `ravelin serve`, or an upstream Chroma in `ravelin gateway`. Routing,
 //! authentication, authorization, limits, throttling, decoding and audit happen
 //! before, the same for every backend.
 
@@ -16,12 +16,15 @@ use uuid::Uuid;
 use crate::handlers::Reply;
 use crate::operation::Operation;
 use crate::routes::Scope;
+use crate::upstream::Upstream;
 
 /// Where operations run.
 #[derive(Clone)]
 pub enum Backend {
     /// The embedded engine over the local encrypted store.
     Engine(Arc<Engine>),
+    /// An upstream Chroma.
+    Upstream(Arc<Upstream>),
 }
 
 impl Backend {
@@ -29,6 +32,7 @@ impl Backend {
     pub fn limits(&self) -> &Limits {
         match self {
             Backend::Engine(engine) => engine.limits(),
+            Backend::Upstream(upstream) => upstream.limits(),
         }
     }
 
@@ -44,6 +48,7 @@ impl Backend {
             Backend::Engine(engine) => Ok(engine
                 .get_collection_by_id(&scope.tenant, &scope.database, id)?
                 .name),
+            Backend::Upstream(upstream) => upstream.collection_name(scope, id).await,
         }
     }
 }

@@ -256,6 +256,21 @@ async fn execute_allowed(
         })
         .await
         .map_err(task_failed)?,
+        Backend::Upstream(upstream) => {
+            // The budget and the in-flight slot stay taken until the upstream has
+            // answered, because the decoded request lives until then.
+            let _budget = budget;
+            let _in_flight = in_flight;
+            let prepared = tokio::task::spawn_blocking(move || {
+                prepare(&state, &principal, route, query.as_deref(), &body)
+            })
+            .await
+            .map_err(task_failed)??;
+            match prepared {
+                Prepared::Answered(reply) => Ok(reply),
+                Prepared::Run(operation) => upstream.run(*operation).await,
+            }
+        }
     }
 }
 

@@ -7,7 +7,7 @@
 //! from the method and path, decides authorization from the route alone, and only
 //! then reads the body (under a size cap) and decodes it into the `api` crate's typed
 //! requests. A [`Backend`] runs the decoded operation: the embedded engine, on the
-//! blocking thread pool because its writes wait for the disk.
+//! blocking thread pool because its writes wait for the disk, or an upstream Chroma.
 //!
 //! - [`audit`]: the tamper-evident audit log and its verifier.
 //! - [`tls`]: the rustls server configuration.
@@ -18,6 +18,8 @@
 //!   request.
 //! - `operation`: an allowed request decoded into the operation a backend runs.
 //! - [`backend`]: the backends and the engine's side of each operation.
+//! - [`upstream`]: the upstream Chroma of `ravelin gateway`: its connection pool, the
+//!   operations as upstream requests, and the collection scope checks.
 
 pub mod audit;
 pub mod backend;
@@ -30,6 +32,7 @@ mod routes;
 pub mod throttle;
 pub mod tls;
 pub mod tokens;
+pub mod upstream;
 
 use std::sync::Arc;
 use std::time::Duration;
