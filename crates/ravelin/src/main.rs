@@ -4,6 +4,7 @@ mod audit;
 mod bench;
 mod bootstrap;
 mod config;
+mod gateway;
 mod pki;
 mod serve;
 mod token;
@@ -39,6 +40,11 @@ enum Command {
     /// Serve the Chroma API v2 over HTTPS. On first start, creates the data directory
     /// with a development PKI, a master key, a policy and the encrypted database.
     Serve(ServeArgs),
+    /// Serve the same HTTPS front before an upstream Chroma instead of the embedded
+    /// engine: requests are checked, rebuilt and forwarded, and responses checked.
+    /// Keeps no database; the data directory contains the development PKI, the policy
+    /// and the audit log.
+    Gateway(GatewayArgs),
     /// Manage the development PKI.
     Pki {
         #[command(subcommand)]
@@ -163,6 +169,49 @@ struct ServeArgs {
     metrics_listen: Option<SocketAddr>,
 }
 
+#[derive(Parser)]
+struct GatewayArgs {
+    /// The upstream Chroma, such as http://127.0.0.1:8001 or https://chroma:8000; overrides
+    /// `url` in the [upstream] section of the configuration file.
+    #[arg(long, value_name = "URL")]
+    upstream: Option<String>,
+    /// TOML configuration file; flags override its values.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Data directory for the development PKI, policy and audit log [default: ravelin-data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Address and port to listen on [default: 127.0.0.1:8000].
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Policy file [default: DATA_DIR/policy.toml].
+    #[arg(long)]
+    policy: Option<PathBuf>,
+    /// Server certificate chain, PEM [default: DATA_DIR/pki/server.pem].
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// Server private key, PEM [default: DATA_DIR/pki/server.key].
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+    /// CA certificates that client certificates must chain to, PEM [default: DATA_DIR/pki/ca.pem].
+    #[arg(long)]
+    client_ca: Option<PathBuf>,
+    /// Certificate revocation lists of the client CA, PEM; reread on SIGHUP [default: none].
+    #[arg(long)]
+    crl: Option<PathBuf>,
+    /// Audit log, one JSON record per authorization decision [default: DATA_DIR/audit.log].
+    #[arg(long)]
+    audit_log: Option<PathBuf>,
+    /// Enable POST /api/v2/reset, forwarded to the upstream, which deletes all its data.
+    /// For test servers only; the upstream must allow reset too.
+    #[arg(long)]
+    allow_reset: bool,
+    /// Address and port for Prometheus metrics over plain HTTP, such as 127.0.0.1:9464
+    /// [default: no metrics listener]. It has no TLS or authentication.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
+}
+
 #[derive(Subcommand)]
 enum PkiCommand {
     /// Issue a client certificate whose subject common name, and so principal, is NAME.
@@ -215,6 +264,28 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 metrics_listen: args.metrics_listen,
             };
             serve::run(Settings::resolve(file, overrides)?)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Gateway(args) => {
+            let mut file = match &args.config {
+                Some(path) => ConfigFile::read(path)?,
+                None => ConfigFile::default(),
+            };
+            let upstream = std::mem::take(&mut file.upstream).resolve(args.upstream)?;
+            let overrides = Overrides {
+                listen: args.listen,
+                data_dir: args.data_dir,
+                policy: args.policy,
+                tls_certificate: args.tls_cert,
+                tls_key: args.tls_key,
+                client_ca: args.client_ca,
+                crl: args.crl,
+                audit_log: args.audit_log,
+                allow_reset: args.allow_reset,
+                metrics_listen: args.metrics_listen,
+                ..Overrides::default()
+            };
+            gateway::run(Settings::resolve(file, overrides)?, upstream)?;
             Ok(ExitCode::SUCCESS)
         }
         // Verification reports its own errors because it has its own exit statuses.

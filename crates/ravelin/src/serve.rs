@@ -148,7 +148,11 @@ pub fn run(settings: Settings) -> Result<()> {
 /// Rereads the policy file and the TLS files (certificate, key, client CA,
 /// revocation lists) on every SIGHUP. Each is replaced only if it reads and parses;
 /// otherwise the one in force stays, and the reason is logged.
-fn reload_on_sighup(state: Arc<AppState>, tls: Arc<ServerTls>, path: std::path::PathBuf) {
+pub(crate) fn reload_on_sighup(
+    state: Arc<AppState>,
+    tls: Arc<ServerTls>,
+    path: std::path::PathBuf,
+) {
     let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(signal) => signal,
         Err(error) => {
@@ -183,7 +187,7 @@ fn reload_on_sighup(state: Arc<AppState>, tls: Arc<ServerTls>, path: std::path::
 }
 
 /// Binds the metrics listener, and warns when other hosts can reach it.
-fn bind_metrics(address: SocketAddr) -> Result<(TcpListener, SocketAddr)> {
+pub(crate) fn bind_metrics(address: SocketAddr) -> Result<(TcpListener, SocketAddr)> {
     let listener = TcpListener::bind(address).with_context(|| {
         format!(
             "cannot listen for metrics on {address}; choose another address with --metrics-listen or `metrics_listen` in the configuration file"
@@ -200,11 +204,11 @@ fn bind_metrics(address: SocketAddr) -> Result<(TcpListener, SocketAddr)> {
 }
 
 /// Completes once `stopped` is `true`, or once its sender is dropped.
-async fn wait_for_stop(mut stopped: watch::Receiver<bool>) {
+pub(crate) async fn wait_for_stop(mut stopped: watch::Receiver<bool>) {
     let _ = stopped.wait_for(|stop| *stop).await;
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let mut terminate =
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(signal) => signal,
@@ -220,7 +224,7 @@ async fn shutdown_signal() {
     }
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| {
@@ -234,7 +238,7 @@ fn is_root() -> bool {
 
 /// Prints how to connect with the stock Python client, using the development PKI's
 /// admin certificate.
-fn print_connection_help(settings: &Settings, address: SocketAddr) {
+pub(crate) fn print_connection_help(settings: &Settings, address: SocketAddr) {
     let host = if address.ip().is_unspecified() {
         "localhost".to_string()
     } else {

@@ -252,6 +252,14 @@ impl Upstream {
         &self.limits
     }
 
+    /// Sends `GET /api/v2/heartbeat` and returns why it failed, if it did.
+    pub async fn heartbeat(&self) -> Result<(), String> {
+        match self.call(Method::GET, "/api/v2/heartbeat", None).await {
+            Ok(_) => Ok(()),
+            Err(error) => Err(error.message),
+        }
+    }
+
     /// Returns the name of collection `id` after checking, through the upstream, that
     /// it lies in the scope's tenant and database. A collection outside them gets the
     /// same not-found error as one that does not exist.
