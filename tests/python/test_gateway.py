@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import http.server
+import ssl
 import json
 import math
 import os
@@ -31,6 +32,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import httpx
 import pytest
 
+import certs
 from conftest import ADMIN_GRANT, REPO, RavelinServer, free_port, run_ravelin
 
 CHROMA_BIN = Path(os.environ.get("CHROMA_BIN", REPO / ".venv-compat" / "bin" / "chroma"))
@@ -461,8 +463,6 @@ def test_grants_enforced_through_gateway(fresh, chroma):
 def test_no_certificate_never_reaches_chroma(fresh, chroma):
     """Without a client certificate the handshake fails, so even a create request naming
     a model loader is never parsed."""
-    import ssl
-
     before = chroma.state()
     context = ssl.create_default_context(cafile=str(fresh.ca))
     with httpx.Client(base_url=fresh.base_url, verify=context, timeout=10.0) as http:
@@ -499,8 +499,9 @@ def test_reset_disabled_by_default(server_factory, chroma, tmp_path):
 class FakeChroma:
     """An HTTP server on 127.0.0.1 whose responses a test sets per path."""
 
-    def __init__(self):
+    def __init__(self, tls: Optional["ssl.SSLContext"] = None):
         self.responses: Dict[str, Tuple[int, bytes, float]] = {}
+        self.scheme = "https" if tls else "http"
         # (method, path, body, headers with lowercase names) of each request received.
         self.requests: List[Tuple[str, str, bytes, Dict[str, str]]] = []
         fake = self
@@ -530,12 +531,14 @@ class FakeChroma:
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        return f"{self.scheme}://127.0.0.1:{self.server.server_address[1]}"
 
     def respond(self, path: str, body, status: int = 200, delay: float = 0.0) -> None:
         payload = body if isinstance(body, bytes) else json.dumps(body).encode()
@@ -682,3 +685,42 @@ def test_token_sent_to_upstream(server_factory, fake_chroma, tmp_path):
                            "--config", str(tmp_path / "gateway.toml")], timeout=30)
     assert refused.returncode != 0
     assert "chmod 600" in refused.stderr
+
+
+def test_https_upstream_with_client_certificate(server_factory, tmp_path):
+    """An https upstream that requires a client certificate: the gateway verifies the
+    upstream against `ca` and presents `certificate`; without the right CA it gets no
+    response and answers 502."""
+    ca_cert, ca_key = certs.new_ca("upstream test CA")
+    server_cert, server_key = certs.issue(ca_cert, ca_key, "chroma", server_names=["127.0.0.1"])
+    client_cert, client_key = certs.issue(ca_cert, ca_key, "gateway")
+    certs.write_pair(ca_cert, ca_key, tmp_path / "ca.pem", tmp_path / "ca.key")
+    certs.write_pair(server_cert, server_key, tmp_path / "chroma.pem", tmp_path / "chroma.key")
+    certs.write_pair(client_cert, client_key, tmp_path / "gateway.pem", tmp_path / "gateway.key")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "chroma.pem", tmp_path / "chroma.key")
+    context.load_verify_locations(tmp_path / "ca.pem")
+    context.verify_mode = ssl.CERT_REQUIRED
+
+    fake = FakeChroma(tls=context)
+    try:
+        fake.respond(f"{COLLECTIONS}/victim", fake_collection())
+        config = (
+            f'[upstream]\nca = "{tmp_path / "ca.pem"}"\n'
+            f'certificate = "{tmp_path / "gateway.pem"}"\nkey = "{tmp_path / "gateway.key"}"\n'
+        )
+        server = start_gateway(server_factory, tmp_path, fake.url, config=config)
+        response = send(server, "GET", f"{COLLECTIONS}/victim")
+        assert response.status_code == 200, response.text
+        assert response.json()["name"] == "victim"
+
+        other_ca, _ = certs.new_ca("another CA")
+        (tmp_path / "other-ca.pem").write_bytes(other_ca.public_bytes(certs.serialization.Encoding.PEM))
+        untrusted_dir = tmp_path / "untrusted"
+        untrusted_dir.mkdir()
+        config = f'[upstream]\nca = "{tmp_path / "other-ca.pem"}"\n'
+        untrusted = start_gateway(server_factory, untrusted_dir, fake.url, config=config)
+        untrusted.server_errors_expected = True
+        assert_error(send(untrusted, "GET", f"{COLLECTIONS}/victim"), (502,), "untrusted upstream")
+    finally:
+        fake.close()
