@@ -278,6 +278,21 @@ def test_client_flow_through_gateway(fresh, chroma):
 
 
 @requires_chroma
+def test_rename_onto_taken_name_conflicts(fresh, chroma):
+    """Chroma 1.5.9 answers this rename with a 500 and its SQL error; the gateway
+    answers 409 as serve does, and forwards nothing."""
+    other = send(fresh, "POST", COLLECTIONS, {"name": "other"})
+    assert other.status_code == 200, other.text
+    before = chroma.state()
+    response = send(fresh, "PUT", f"{COLLECTIONS}/{fresh.reference_id}", {"new_name": "other"})
+    assert_error(response, (409,), "rename onto a taken name")
+    assert response.json()["message"] == "Collection [other] already exists"
+    assert chroma.state() == before
+    unchanged = send(fresh, "PUT", f"{COLLECTIONS}/{fresh.reference_id}", {"new_name": "reference"})
+    assert unchanged.status_code == 200, unchanged.text
+
+
+@requires_chroma
 def test_admin_flow_through_gateway(fresh, chroma):
     admin = fresh.admin_connect()
     admin.create_database("prod")

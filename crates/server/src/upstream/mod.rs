@@ -284,7 +284,8 @@ impl Upstream {
         let path = format!("{}/collections/by-id/{id}", database_path(scope));
         let body = match self.call(Method::GET, &path, None).await {
             Err(error) if error.kind == ErrorKind::NotFound => {
-                return Err(collection_not_found(&id.to_string()))
+                self.scopes.forget(id);
+                return Err(collection_not_found(&id.to_string()));
             }
             other => other?,
         };
@@ -413,6 +414,9 @@ impl Upstream {
                 Reply::ok(&self.fetch_collection_by_id(&scope, id).await?)
             }
             Operation::UpdateCollection(scope, id, request) => {
+                if let Some(new_name) = &request.new_name {
+                    self.reject_taken_name(&scope, id, new_name).await?;
+                }
                 let path = format!("{}/collections/{id}", database_path(&scope));
                 let result = self.call(Method::PUT, &path, Some(request.encode())).await;
                 // A rename changes the name the policy decides on.
@@ -492,6 +496,28 @@ impl Upstream {
                 Reply::ok(&response)
             }
         }
+    }
+
+    /// Fails with 409 when another collection in the scope has the name a rename asks
+    /// for. Chroma 1.5.9 answers such a rename with a 500 carrying its SQL error, and
+    /// serve answers 409.
+    ///
+    /// NOTE: a collection created under that name between this check and the rename
+    /// still gets Chroma's 500.
+    async fn reject_taken_name(&self, scope: &Scope, id: Uuid, name: &str) -> Result<(), ApiError> {
+        let path = format!("{}/collections/{name}", database_path(scope));
+        let body = match self.call(Method::GET, &path, None).await {
+            Ok(body) => body,
+            Err(error) if error.kind == ErrorKind::NotFound => return Ok(()),
+            Err(error) => return Err(error),
+        };
+        let existing = self.checked_collection(body, scope, Some(name)).await?;
+        if existing.id == id.to_string() {
+            return Ok(());
+        }
+        Err(ApiError::conflict(format!(
+            "Collection [{name}] already exists"
+        )))
     }
 
     /// Decodes a collection the upstream returned for a request in `scope`, checks it
