@@ -20,7 +20,7 @@ use crate::parse_errors::ErrorBodies;
 use crate::tls::ServerTls;
 use crate::AppState;
 
-/// How connections become HTTP: through the TLS handshake, or, in a benchmark build
+/// The layer under HTTP: the TLS handshake, or, in a benchmark build
 /// only, as plain TCP for one fixed principal.
 enum Transport {
     Tls(Arc<ServerTls>),
