@@ -21,7 +21,7 @@ use crate::tls::ServerTls;
 use crate::AppState;
 
 /// The layer under HTTP: the TLS handshake, or, in a benchmark build
-/// only, as plain TCP for one fixed principal.
+/// only, plain TCP for one fixed principal.
 enum Transport {
     Tls(Arc<ServerTls>),
     #[cfg(feature = "insecure-bench")]
