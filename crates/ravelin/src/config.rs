@@ -8,6 +8,7 @@
 //! listen = "127.0.0.1:8000"
 //! data_dir = "ravelin-data"
 //! key_file = "/run/secrets/ravelin.key"   # default: <data_dir>/master.key
+//! # key_fd = 3                            # or: read the key from this inherited descriptor
 //! policy = "/etc/ravelin/policy.toml"     # default: <data_dir>/policy.toml
 //! allow_reset = false
 //! max_body_bytes = 41943040
@@ -54,6 +55,7 @@ pub struct ConfigFile {
     pub listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
     pub key_file: Option<PathBuf>,
+    pub key_fd: Option<i32>,
     pub policy: Option<PathBuf>,
     pub allow_reset: Option<bool>,
     pub max_body_bytes: Option<usize>,
@@ -145,6 +147,9 @@ pub struct Settings {
     /// Whether the key file is the default one inside the data directory, which
     /// `serve` may create on first start.
     pub key_file_is_default: bool,
+    /// An inherited file descriptor to read the master key from, in place of
+    /// `key_file`.
+    pub key_fd: Option<i32>,
     pub policy: PathBuf,
     pub policy_is_default: bool,
     pub tls_certificate: PathBuf,
@@ -178,6 +183,7 @@ pub struct Overrides {
     pub listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
     pub key_file: Option<PathBuf>,
+    pub key_fd: Option<i32>,
     pub policy: Option<PathBuf>,
     pub tls_certificate: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
@@ -270,8 +276,29 @@ fn network_settings(
     Ok((front, throttle))
 }
 
+/// Returns the file descriptor to read the master key from, if any. A flag for either
+/// source overrides both keys of the file, and the file may set only one of them.
+fn key_descriptor(file: &ConfigFile, overrides: &Overrides) -> Result<Option<i32>> {
+    let fd = if overrides.key_fd.is_some() || overrides.key_file.is_some() {
+        overrides.key_fd
+    } else if file.key_fd.is_some() && file.key_file.is_some() {
+        anyhow::bail!(
+            "the configuration file sets both key_file and key_fd; keep the one the master key comes from"
+        );
+    } else {
+        file.key_fd
+    };
+    match fd {
+        Some(fd) if fd < 3 => anyhow::bail!(
+            "invalid key_fd {fd}: expected 3 or higher, because 0, 1 and 2 are standard input, output and error; for example `--key-fd 3 3<master.key`"
+        ),
+        fd => Ok(fd),
+    }
+}
+
 impl Settings {
     pub fn resolve(file: ConfigFile, overrides: Overrides) -> Result<Settings> {
+        let key_fd = key_descriptor(&file, &overrides)?;
         let data_dir = overrides
             .data_dir
             .or(file.data_dir)
@@ -450,6 +477,7 @@ impl Settings {
             tokens_file,
             listen,
             key_file_is_default: key_file.is_none(),
+            key_fd,
             key_file: key_file.unwrap_or_else(|| data_dir.join("master.key")),
             policy_is_default: policy.is_none(),
             policy: policy.unwrap_or_else(|| data_dir.join("policy.toml")),
@@ -551,6 +579,44 @@ mod tests {
             toml::from_str("metrics_listen = \"0.0.0.0:9464\"\nmetrics_allow_remote = true")
                 .unwrap();
         assert!(Settings::resolve(file, Overrides::default()).is_ok());
+    }
+
+    #[test]
+    fn key_fd_from_file_or_flag() {
+        let file: ConfigFile = toml::from_str("key_fd = 3").unwrap();
+        let settings = Settings::resolve(file, Overrides::default()).unwrap();
+        assert_eq!(settings.key_fd, Some(3));
+
+        // A key file flag overrides a descriptor in the file, and the reverse.
+        let file: ConfigFile = toml::from_str("key_fd = 3").unwrap();
+        let overrides = Overrides {
+            key_file: Some("/run/secrets/key".into()),
+            ..Overrides::default()
+        };
+        let settings = Settings::resolve(file, overrides).unwrap();
+        assert_eq!(settings.key_fd, None);
+        assert_eq!(settings.key_file, Path::new("/run/secrets/key"));
+        let file: ConfigFile = toml::from_str("key_file = \"/k\"").unwrap();
+        let overrides = Overrides {
+            key_fd: Some(4),
+            ..Overrides::default()
+        };
+        assert_eq!(Settings::resolve(file, overrides).unwrap().key_fd, Some(4));
+    }
+
+    #[test]
+    fn key_fd_rejected_when_ambiguous_or_standard() {
+        let file: ConfigFile = toml::from_str("key_fd = 3\nkey_file = \"/k\"").unwrap();
+        let error = Settings::resolve(file, Overrides::default()).unwrap_err();
+        assert!(
+            error.to_string().contains("both key_file and key_fd"),
+            "{error}"
+        );
+        for fd in [0, 1, 2, -1] {
+            let file: ConfigFile = toml::from_str(&format!("key_fd = {fd}")).unwrap();
+            let error = Settings::resolve(file, Overrides::default()).unwrap_err();
+            assert!(error.to_string().contains("3 or higher"), "{error}");
+        }
     }
 
     #[test]

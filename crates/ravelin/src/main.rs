@@ -1,10 +1,13 @@
 //! The `ravelin` command: the server and its tools.
 
 mod audit;
+mod backup;
 mod bench;
 mod bootstrap;
 mod config;
+mod key;
 mod pki;
+mod progress;
 mod serve;
 mod token;
 
@@ -70,6 +73,16 @@ enum Command {
         #[command(subcommand)]
         command: BenchCommand,
     },
+    /// Manage the master key.
+    Key {
+        #[command(subcommand)]
+        command: key::KeyCommand,
+    },
+    /// Copy the database into a new encrypted backup directory while the server runs.
+    Backup(backup::BackupArgs),
+    /// Replace the database with a backup, after checking its key and integrity. Stop
+    /// the server first.
+    Restore(backup::RestoreArgs),
 }
 
 #[derive(Subcommand)]
@@ -134,8 +147,12 @@ struct ServeArgs {
     #[arg(long)]
     listen: Option<SocketAddr>,
     /// Master key file: 64 hexadecimal characters, no access for group or others [default: DATA_DIR/master.key].
-    #[arg(long)]
+    #[arg(long, conflicts_with = "key_fd")]
     key_file: Option<PathBuf>,
+    /// Read the master key from this inherited file descriptor (3 or higher) until end
+    /// of file, for example `--key-fd 3 3<master.key`, instead of from a key file.
+    #[arg(long, value_name = "FD")]
+    key_fd: Option<i32>,
     /// Policy file [default: DATA_DIR/policy.toml].
     #[arg(long)]
     policy: Option<PathBuf>,
@@ -205,6 +222,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 listen: args.listen,
                 data_dir: args.data_dir,
                 key_file: args.key_file,
+                key_fd: args.key_fd,
                 policy: args.policy,
                 tls_certificate: args.tls_cert,
                 tls_key: args.tls_key,
@@ -214,7 +232,22 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 allow_reset: args.allow_reset,
                 metrics_listen: args.metrics_listen,
             };
-            serve::run(Settings::resolve(file, overrides)?)?;
+            let settings = Settings::resolve(file, overrides)?;
+            // Read before the server opens any file or socket; see key::read_descriptor.
+            let descriptor_key = key::read_configured_descriptor(&settings)?;
+            serve::run(settings, descriptor_key)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Key { command } => {
+            key::run(command)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Backup(args) => {
+            backup::run_backup(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Restore(args) => {
+            backup::run_restore(args)?;
             Ok(ExitCode::SUCCESS)
         }
         // Verification reports its own errors because it has its own exit statuses.

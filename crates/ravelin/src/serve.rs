@@ -17,7 +17,9 @@ use crate::config::Settings;
 /// How often index upkeep looks for indexes to build, compact or checkpoint.
 const UPKEEP_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
 
-pub fn run(settings: Settings) -> Result<()> {
+/// Serves until a signal. `descriptor_key` is the master key already read from
+/// `settings.key_fd`, if that is where it comes from.
+pub fn run(settings: Settings, descriptor_key: Option<store::MasterKey>) -> Result<()> {
     // Bound first, so a port in use fails before a first start creates anything.
     let listener = TcpListener::bind(settings.listen).with_context(|| {
         format!(
@@ -31,7 +33,9 @@ pub fn run(settings: Settings) -> Result<()> {
         None => None,
     };
 
-    let prepared = bootstrap::prepare(&settings)?;
+    let prepared = bootstrap::prepare(&settings, descriptor_key)?;
+    // Held until the process exits, after upkeep has stored its last checkpoints.
+    let _database_lock = prepared.lock;
 
     let tls = Arc::new(ServerTls::load(TlsPaths {
         certificate: settings.tls_certificate.clone(),

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::fs;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -32,12 +32,44 @@ pub enum KeyError {
         "master key file {path} is readable by other users (mode {mode:o}); run `chmod 400 {path}`"
     )]
     TooOpen { path: PathBuf, mode: u32 },
+    #[error("cannot read the master key from file descriptor {fd}")]
+    ReadDescriptor { fd: i32, source: io::Error },
+    #[error("the master key read from file descriptor {fd} is malformed: expected 64 hexadecimal characters (256 bits), optionally followed by a newline, then end of file")]
+    MalformedDescriptor { fd: i32 },
+    #[error("cannot read random bytes for a new master key: {0}")]
+    Random(String),
 }
 
 impl MasterKey {
     /// Wraps raw key bytes, for example from a random source.
     pub fn from_bytes(bytes: [u8; KEY_BYTES]) -> Self {
         MasterKey { bytes }
+    }
+
+    /// Generates a key from the operating system's random source.
+    pub fn generate() -> Result<Self, KeyError> {
+        let mut bytes = [0u8; KEY_BYTES];
+        getrandom::fill(&mut bytes).map_err(|error| KeyError::Random(error.to_string()))?;
+        let key = MasterKey { bytes };
+        bytes.zeroize();
+        Ok(key)
+    }
+
+    /// Reads a key of 64 hexadecimal characters, optionally followed by a newline, from
+    /// an open file descriptor `fd` until end of file, so the writer of a pipe must close
+    /// its end. Closing the descriptor is up to the caller, which owns `file`.
+    pub fn read_descriptor(file: &mut fs::File, fd: i32) -> Result<Self, KeyError> {
+        // One byte more than the longest valid input, so longer input is detected
+        // without reading an unbounded amount.
+        const MAX_INPUT: u64 = (KEY_BYTES * 2 + 3) as u64;
+        let mut text = Zeroizing::new(Vec::with_capacity(MAX_INPUT as usize));
+        file.take(MAX_INPUT)
+            .read_to_end(&mut text)
+            .map_err(|source| KeyError::ReadDescriptor { fd, source })?;
+        std::str::from_utf8(&text)
+            .ok()
+            .and_then(|text| Self::parse_hex(text.trim_end_matches(['\n', '\r'])))
+            .ok_or(KeyError::MalformedDescriptor { fd })
     }
 
     /// Reads a key file of 64 hexadecimal characters, optionally followed by a newline.
@@ -98,6 +130,16 @@ impl MasterKey {
     /// passphrase key derivation because the key is already 256 random bits.
     pub fn sqlcipher_literal(&self) -> Zeroizing<String> {
         Zeroizing::new(format!("x'{}'", self.to_hex().as_str()))
+    }
+
+    /// Returns whether two keys are equal, comparing every byte without an early exit.
+    pub fn same_as(&self, other: &MasterKey) -> bool {
+        let difference = self
+            .bytes
+            .iter()
+            .zip(other.bytes.iter())
+            .fold(0u8, |difference, (a, b)| difference | (a ^ b));
+        difference == 0
     }
 
     fn to_hex(&self) -> Zeroizing<String> {
@@ -189,6 +231,37 @@ mod tests {
             MasterKey::read_file(&path),
             Err(KeyError::TooOpen { .. })
         ));
+    }
+
+    #[test]
+    fn key_read_from_descriptor() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        fs::write(&path, format!("{}\n", "ab".repeat(KEY_BYTES))).unwrap();
+        let mut file = fs::File::open(&path).unwrap();
+        let key = MasterKey::read_descriptor(&mut file, 3).unwrap();
+        assert_eq!(key.bytes, [0xab; KEY_BYTES]);
+    }
+
+    #[test]
+    fn long_descriptor_input_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        fs::write(&path, "ab".repeat(KEY_BYTES + 1)).unwrap();
+        let mut file = fs::File::open(&path).unwrap();
+        let result = MasterKey::read_descriptor(&mut file, 3);
+        assert!(matches!(
+            result,
+            Err(KeyError::MalformedDescriptor { fd: 3 })
+        ));
+    }
+
+    #[test]
+    fn generated_keys_differ() {
+        let first = MasterKey::generate().unwrap();
+        let second = MasterKey::generate().unwrap();
+        assert!(!first.same_as(&second));
+        assert!(first.same_as(&first));
     }
 
     #[test]
