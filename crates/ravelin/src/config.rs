@@ -33,6 +33,10 @@
 //! enabled = false                         # accept bearer tokens as well
 //! file = "/etc/ravelin/tokens.toml"       # default: <data_dir>/tokens.toml
 //! without_certificate = false             # let a token stand in for a certificate
+//!
+//! [sandbox]
+//! user = "nobody"                         # the user a start as root switches to
+//! require = true                          # refuse to start without Landlock and seccomp
 //! ```
 
 use std::net::SocketAddr;
@@ -70,6 +74,28 @@ pub struct ConfigFile {
     pub tokens: TokensSection,
     #[serde(default)]
     pub network: NetworkSection,
+    #[serde(default)]
+    pub sandbox: SandboxSection,
+}
+
+/// Process confinement; see docs/security.md.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxSection {
+    /// The user a start as root switches to: a name from /etc/passwd or `UID:GID`.
+    pub user: Option<String>,
+    /// Whether a kernel without Landlock (ABI 4 or later) or seccomp stops startup.
+    pub require: Option<bool>,
+}
+
+/// Confinement settings after the file and the flags are combined.
+#[derive(Debug, Clone)]
+pub struct SandboxSettings {
+    /// The user to switch to when started as root; `None` means
+    /// [`sandbox::DEFAULT_USER`].
+    pub user: Option<sandbox::TargetUser>,
+    /// Whether missing kernel support stops startup. Default true.
+    pub require: bool,
 }
 
 /// Connection, timing and per-principal limits of the HTTPS front.
@@ -175,6 +201,9 @@ pub struct Settings {
     pub tokens: Option<server::TokenSettings>,
     /// The token file `ravelin token` manages, whether or not the server accepts tokens.
     pub tokens_file: PathBuf,
+    /// The configuration file the settings came from, if any.
+    pub config_file: Option<PathBuf>,
+    pub sandbox: SandboxSettings,
 }
 
 /// Values given on the command line; each overrides the file.
@@ -192,6 +221,12 @@ pub struct Overrides {
     pub audit_log: Option<PathBuf>,
     pub allow_reset: bool,
     pub metrics_listen: Option<SocketAddr>,
+    /// The configuration file the other values came from, if any.
+    pub config_file: Option<PathBuf>,
+    /// `--user`: the user a start as root switches to.
+    pub user: Option<String>,
+    /// `--allow-unconfined`: serve even where the kernel lacks Landlock or seccomp.
+    pub allow_unconfined: bool,
 }
 
 /// Applies the `[network]` section over the defaults, rejecting values that would
@@ -458,6 +493,15 @@ impl Settings {
                 );
             }
         }
+        let sandbox = SandboxSettings {
+            user: overrides
+                .user
+                .or(file.sandbox.user)
+                .map(|user| user.parse::<sandbox::TargetUser>())
+                .transpose()?,
+            require: !overrides.allow_unconfined && file.sandbox.require.unwrap_or(true),
+        };
+
         let max_body_bytes = file.max_body_bytes.unwrap_or(40 * 1024 * 1024);
         if front.max_buffered_body_bytes < max_body_bytes {
             anyhow::bail!(
@@ -475,6 +519,8 @@ impl Settings {
                 .unwrap_or_else(|| data_dir.join(AUDIT_LOG_FILE)),
             tokens,
             tokens_file,
+            config_file: overrides.config_file,
+            sandbox,
             listen,
             key_file_is_default: key_file.is_none(),
             key_fd,
@@ -617,6 +663,56 @@ mod tests {
             let error = Settings::resolve(file, Overrides::default()).unwrap_err();
             assert!(error.to_string().contains("3 or higher"), "{error}");
         }
+    }
+
+    #[test]
+    fn sandbox_required_by_default() {
+        let settings = Settings::resolve(ConfigFile::default(), Overrides::default()).unwrap();
+        assert!(settings.sandbox.require);
+        assert_eq!(settings.sandbox.user, None);
+    }
+
+    #[test]
+    fn sandbox_from_file_or_flags() {
+        let text = "[sandbox]\nuser = \"ravelin\"\nrequire = true";
+        let file: ConfigFile = toml::from_str(text).unwrap();
+        let settings = Settings::resolve(file, Overrides::default()).unwrap();
+        assert_eq!(
+            settings.sandbox.user,
+            Some(sandbox::TargetUser::Name("ravelin".into()))
+        );
+
+        let file: ConfigFile = toml::from_str(text).unwrap();
+        let overrides = Overrides {
+            user: Some("10001:10001".into()),
+            allow_unconfined: true,
+            ..Overrides::default()
+        };
+        let settings = Settings::resolve(file, overrides).unwrap();
+        assert_eq!(
+            settings.sandbox.user,
+            Some(sandbox::TargetUser::Ids {
+                uid: 10001,
+                gid: 10001
+            })
+        );
+        assert!(!settings.sandbox.require);
+
+        let file: ConfigFile = toml::from_str("[sandbox]\nrequire = false").unwrap();
+        assert!(
+            !Settings::resolve(file, Overrides::default())
+                .unwrap()
+                .sandbox
+                .require
+        );
+    }
+
+    #[test]
+    fn sandbox_rejects_bad_user_and_keys() {
+        let file: ConfigFile = toml::from_str("[sandbox]\nuser = \"a b\"").unwrap();
+        let error = Settings::resolve(file, Overrides::default()).unwrap_err();
+        assert!(error.to_string().contains("invalid user [a b]"), "{error}");
+        assert!(toml::from_str::<ConfigFile>("[sandbox]\nenabled = false").is_err());
     }
 
     #[test]

@@ -7,6 +7,8 @@ mod bootstrap;
 mod config;
 mod key;
 mod pki;
+#[cfg(feature = "sandbox-probe")]
+mod probe;
 mod progress;
 mod serve;
 mod token;
@@ -18,6 +20,14 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::{ConfigFile, Overrides, Settings};
+
+// The probe makes a running server attempt sandbox escapes on request. Release builds
+// set RAVELIN_RELEASE, so a deployable binary can never contain it.
+#[cfg(feature = "sandbox-probe")]
+const _: () = assert!(
+    option_env!("RAVELIN_RELEASE").is_none(),
+    "the sandbox-probe feature is for tests only; build without it when RAVELIN_RELEASE is set"
+);
 
 /// A vector database that speaks ChromaDB's HTTP API v2 over mutual TLS, with every
 /// byte on disk encrypted.
@@ -178,6 +188,14 @@ struct ServeArgs {
     /// [default: no metrics listener]. It has no TLS or authentication.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
+    /// The user to serve as when started as root: a name from /etc/passwd, or UID:GID
+    /// [default: nobody]. The data directory is handed to this user.
+    #[arg(long, value_name = "USER")]
+    user: Option<String>,
+    /// Serve even when the kernel lacks Landlock (ABI 4, Linux 6.7) or seccomp, with
+    /// whichever controls it has. Same as `[sandbox] require = false`.
+    #[arg(long)]
+    allow_unconfined: bool,
 }
 
 #[derive(Subcommand)]
@@ -231,6 +249,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 audit_log: args.audit_log,
                 allow_reset: args.allow_reset,
                 metrics_listen: args.metrics_listen,
+                config_file: args.config,
+                user: args.user,
+                allow_unconfined: args.allow_unconfined,
             };
             let settings = Settings::resolve(file, overrides)?;
             // Read before the server opens any file or socket; see key::read_descriptor.

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use engine::{Engine, UpkeepWorker};
+use sandbox::Sandbox;
 use server::audit::AuditLog;
 use server::throttle::Throttle;
 use server::tls::{ServerTls, TlsPaths};
@@ -62,17 +63,20 @@ pub fn run(settings: Settings, descriptor_key: Option<store::MasterKey>) -> Resu
     let engine = Engine::open(prepared.store, settings.limits.clone())
         .context("cannot load the database")?;
 
-    // NOTE: the process keeps the privileges it was started with; dropping root and
-    // confining the process with Landlock and seccomp are not implemented yet.
-    if is_root() {
-        tracing::warn!("running as root; start Ravelin as an unprivileged user");
-    }
+    // Everything is open and bound, and the process has one thread: confine it before
+    // any thread starts. The worker count is read first because it comes from cgroup
+    // files that the sandbox makes unreadable.
+    let worker_threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let mut ports = vec![address.port()];
+    ports.extend(metrics_listener.as_ref().map(|(_, bound)| bound.port()));
+    let sandbox = confine(&settings, &ports)?;
 
     let engine = Arc::new(engine);
     let upkeep = UpkeepWorker::start(Arc::clone(&engine), UPKEEP_PERIOD)
         .context("cannot start the index upkeep thread")?;
 
     let metrics = Arc::new(Metrics::new());
+    metrics.set_sandbox(&sandbox);
     let state = Arc::new(AppState {
         engine: Arc::clone(&engine),
         policy: SharedPolicy::new(prepared.policy),
@@ -94,6 +98,7 @@ pub fn run(settings: Settings, descriptor_key: Option<store::MasterKey>) -> Resu
     }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(worker_threads)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
@@ -103,6 +108,8 @@ pub fn run(settings: Settings, descriptor_key: Option<store::MasterKey>) -> Resu
             Arc::clone(&tls),
             settings.policy.clone(),
         );
+        #[cfg(feature = "sandbox-probe")]
+        crate::probe::run_on_sigusr2(settings.data_dir.clone());
 
         // One signal stops both listeners. The sender is shared so that the metrics
         // listener also stops when the API listener fails.
@@ -224,16 +231,95 @@ async fn shutdown_signal() {
     }
 }
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find(|line| line.starts_with("Uid:"))
-                .map(|line| line.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
+/// Applies the sandbox: leaves root, then Landlock and seccomp (see the `sandbox`
+/// crate). Afterwards checks, as the confined process, that the files read while
+/// serving are still readable, and logs what is enforced.
+fn confine(settings: &Settings, ports: &[u16]) -> Result<sandbox::Status> {
+    let mut plan = Sandbox::new(&settings.data_dir);
+    plan.read_only(&settings.tls_certificate)
+        .read_only(&settings.tls_key)
+        .read_only(&settings.client_ca)
+        .reread(&settings.policy);
+    if let Some(config_file) = &settings.config_file {
+        plan.read_only(config_file);
+    }
+    if let Some(tokens) = &settings.tokens {
+        plan.reread(&tokens.file);
+    }
+    // A panic backtrace reads the symbols from the executable.
+    match std::env::current_exe() {
+        Ok(executable) => {
+            plan.read_only(&executable);
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot locate the executable; panic backtraces will have no symbols");
+        }
+    }
+    for port in ports {
+        plan.bind_port(*port);
+    }
+    let status = plan
+        .apply(settings.sandbox.user.as_ref(), settings.sandbox.require)
+        .context("cannot confine the server process")?;
+
+    check_still_readable(settings, &status)?;
+    tracing::info!(
+        user = %status.user,
+        uid = status.uid,
+        gid = status.gid,
+        privileges_dropped = status.privileges_dropped,
+        no_new_privs = status.no_new_privs,
+        landlock_abi = status.landlock_abi,
+        landlock_fully_enforced = status.landlock_fully_enforced,
+        seccomp = status.seccomp,
+        "sandbox applied"
+    );
+    if !status.privileges_dropped {
+        tracing::warn!(
+            uid = status.uid,
+            gid = status.gid,
+            "serving with uid or gid 0; start Ravelin as an unprivileged user or as root"
+        );
+    }
+    Ok(status)
+}
+
+/// Opens, as the confined process, the data directory and the files reread while
+/// serving. An unreadable data directory or token file stops startup, because revoked
+/// tokens would otherwise stay valid. An unreadable policy file only makes SIGHUP
+/// reloads fail, so it is a warning.
+fn check_still_readable(settings: &Settings, status: &sandbox::Status) -> Result<()> {
+    std::fs::read_dir(&settings.data_dir).with_context(|| {
+        format!(
+            "user {} cannot open the data directory {}; every directory above it must be searchable by that user (for example chmod o+x), or choose another data directory or --user",
+            status.user,
+            settings.data_dir.display()
+        )
+    })?;
+    if let Some(tokens) = &settings.tokens {
+        match std::fs::File::open(&tokens.file) {
+            Ok(_) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => {
+                return Err(error).with_context(|| {
+                    format!(
+                        "user {} cannot read the token file {}, so revoked tokens would stay valid; make it readable by that user",
+                        status.user,
+                        tokens.file.display()
+                    )
+                })
+            }
+        }
+    }
+    if let Err(error) = std::fs::File::open(&settings.policy) {
+        tracing::warn!(
+            user = %status.user,
+            path = %settings.policy.display(),
+            %error,
+            "the policy file is not readable after dropping privileges, so SIGHUP cannot reload it; make it readable by that user"
+        );
+    }
+    Ok(())
 }
 
 /// Prints how to connect with the stock Python client, using the development PKI's
