@@ -201,6 +201,10 @@ pub struct Settings {
     pub tokens: Option<server::TokenSettings>,
     /// The token file `ravelin token` manages, whether or not the server accepts tokens.
     pub tokens_file: PathBuf,
+    /// Plain HTTP and an unencrypted database, for benchmarks. Only the
+    /// `insecure-bench` feature's `--insecure-bench` flag sets it.
+    #[cfg(feature = "insecure-bench")]
+    pub insecure_bench: bool,
     /// The configuration file the settings came from, if any.
     pub config_file: Option<PathBuf>,
     pub sandbox: SandboxSettings,
@@ -519,6 +523,8 @@ impl Settings {
                 .unwrap_or_else(|| data_dir.join(AUDIT_LOG_FILE)),
             tokens,
             tokens_file,
+            #[cfg(feature = "insecure-bench")]
+            insecure_bench: false,
             config_file: overrides.config_file,
             sandbox,
             listen,

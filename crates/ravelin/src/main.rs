@@ -28,6 +28,13 @@ const _: () = assert!(
     option_env!("RAVELIN_RELEASE").is_none(),
     "the sandbox-probe feature is for tests only; build without it when RAVELIN_RELEASE is set"
 );
+// The insecure-bench feature serves plain HTTP from an unencrypted database, for
+// bench/compare-chroma to measure what TLS and encryption cost.
+#[cfg(feature = "insecure-bench")]
+const _: () = assert!(
+    option_env!("RAVELIN_RELEASE").is_none(),
+    "the insecure-bench feature is for benchmarks only; build without it when RAVELIN_RELEASE is set"
+);
 
 /// A vector database that speaks ChromaDB's HTTP API v2 over mutual TLS, with every
 /// byte on disk encrypted.
@@ -196,6 +203,11 @@ struct ServeArgs {
     /// whichever controls it has. Same as `[sandbox] require = false`.
     #[arg(long)]
     allow_unconfined: bool,
+    /// Benchmark builds only: serve plain HTTP, every request as principal `admin`,
+    /// from an unencrypted database, to measure what TLS and encryption cost.
+    #[cfg(feature = "insecure-bench")]
+    #[arg(long)]
+    insecure_bench: bool,
 }
 
 #[derive(Subcommand)]
@@ -253,7 +265,12 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 user: args.user,
                 allow_unconfined: args.allow_unconfined,
             };
-            let settings = Settings::resolve(file, overrides)?;
+            #[cfg_attr(not(feature = "insecure-bench"), allow(unused_mut))]
+            let mut settings = Settings::resolve(file, overrides)?;
+            #[cfg(feature = "insecure-bench")]
+            {
+                settings.insecure_bench = args.insecure_bench;
+            }
             // Read before the server opens any file or socket; see key::read_descriptor.
             let descriptor_key = key::read_configured_descriptor(&settings)?;
             serve::run(settings, descriptor_key)?;

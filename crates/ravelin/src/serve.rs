@@ -60,8 +60,18 @@ pub fn run(settings: Settings, descriptor_key: Option<store::MasterKey>) -> Resu
     };
     let audit = AuditLog::open(&settings.audit_log)
         .with_context(|| format!("cannot open the audit log {}", settings.audit_log.display()))?;
-    let engine = Engine::open(prepared.store, settings.limits.clone())
-        .context("cannot load the database")?;
+    let store = prepared.store;
+    #[cfg(feature = "insecure-bench")]
+    let store = if settings.insecure_bench {
+        drop(store);
+        let path = settings.data_dir.join("db").join("insecure-bench.db");
+        tracing::warn!(path = %path.display(), "opening an unencrypted database: a benchmark build, never for real data");
+        store::Store::open_unencrypted(&path)?
+    } else {
+        store
+    };
+    let engine =
+        Engine::open(store, settings.limits.clone()).context("cannot load the database")?;
 
     // Everything is open and bound, and the process has one thread: confine it before
     // any thread starts. The worker count is read first because it comes from cgroup
@@ -131,9 +141,7 @@ pub fn run(settings: Settings, descriptor_key: Option<store::MasterKey>) -> Resu
             ))
         });
 
-        tracing::info!("listening on https://{address} (TLS 1.3, client certificates required)");
-        print_connection_help(&settings, address);
-        let served = server::serve(listener, tls, state, wait_for_stop(stopped)).await;
+        let served = serve_api(listener, tls, state, &settings, wait_for_stop(stopped)).await;
 
         stop.send_replace(true);
         if let Some(task) = metrics_task {
@@ -154,6 +162,25 @@ pub fn run(settings: Settings, descriptor_key: Option<store::MasterKey>) -> Resu
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Serves the API on `listener` until `shutdown` completes.
+async fn serve_api(
+    listener: TcpListener,
+    tls: Arc<ServerTls>,
+    state: Arc<AppState>,
+    settings: &Settings,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    let address = listener.local_addr()?;
+    #[cfg(feature = "insecure-bench")]
+    if settings.insecure_bench {
+        tracing::info!("listening on http://{address}");
+        return server::listener::serve_plaintext(listener, "admin", state, shutdown).await;
+    }
+    tracing::info!("listening on https://{address} (TLS 1.3, client certificates required)");
+    print_connection_help(settings, address);
+    server::serve(listener, tls, state, shutdown).await
 }
 
 /// Rereads the policy file and the TLS files (certificate, key, client CA,
@@ -236,10 +263,15 @@ async fn shutdown_signal() {
 /// serving are still readable, and logs what is enforced.
 fn confine(settings: &Settings, ports: &[u16]) -> Result<sandbox::Status> {
     let mut plan = Sandbox::new(&settings.data_dir);
-    plan.read_only(&settings.tls_certificate)
-        .read_only(&settings.tls_key)
-        .read_only(&settings.client_ca)
+    // SIGHUP rereads the TLS files and the policy, which tools such as cert-manager
+    // replace by rename.
+    plan.reread(&settings.tls_certificate)
+        .reread(&settings.tls_key)
+        .reread(&settings.client_ca)
         .reread(&settings.policy);
+    if let Some(crl) = &settings.crl {
+        plan.reread(crl);
+    }
     if let Some(config_file) = &settings.config_file {
         plan.read_only(config_file);
     }
@@ -286,8 +318,8 @@ fn confine(settings: &Settings, ports: &[u16]) -> Result<sandbox::Status> {
 
 /// Opens, as the confined process, the data directory and the files reread while
 /// serving. An unreadable data directory or token file stops startup, because revoked
-/// tokens would otherwise stay valid. An unreadable policy file only makes SIGHUP
-/// reloads fail, so it is a warning.
+/// tokens would otherwise stay valid. An unreadable policy or TLS file only makes
+/// SIGHUP reloads fail, so it is a warning.
 fn check_still_readable(settings: &Settings, status: &sandbox::Status) -> Result<()> {
     std::fs::read_dir(&settings.data_dir).with_context(|| {
         format!(
@@ -311,13 +343,21 @@ fn check_still_readable(settings: &Settings, status: &sandbox::Status) -> Result
             }
         }
     }
-    if let Err(error) = std::fs::File::open(&settings.policy) {
-        tracing::warn!(
-            user = %status.user,
-            path = %settings.policy.display(),
-            %error,
-            "the policy file is not readable after dropping privileges, so SIGHUP cannot reload it; make it readable by that user"
-        );
+    let reloaded = [
+        &settings.policy,
+        &settings.tls_certificate,
+        &settings.tls_key,
+        &settings.client_ca,
+    ];
+    for path in reloaded.into_iter().chain(settings.crl.as_ref()) {
+        if let Err(error) = std::fs::File::open(path) {
+            tracing::warn!(
+                user = %status.user,
+                path = %path.display(),
+                %error,
+                "a file SIGHUP rereads is not readable after dropping privileges, so reloads will fail; make it readable by that user"
+            );
+        }
     }
     Ok(())
 }

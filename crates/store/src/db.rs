@@ -216,6 +216,23 @@ impl Store {
         apply_key(&self.connection, key, &self.path)
     }
 
+    /// Opens or creates a database without encryption. Only the `insecure-bench`
+    /// feature builds it, to measure what encryption costs; release builds never
+    /// enable that feature.
+    #[cfg(feature = "insecure-bench")]
+    pub fn open_unencrypted(path: &Path) -> Result<Store, StoreError> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let mut store = Store {
+            connection: Connection::open_with_flags(path, flags)?,
+            path: path.to_path_buf(),
+        };
+        store.configure()?;
+        store.migrate()?;
+        Ok(store)
+    }
+
     fn configure(&mut self) -> Result<(), StoreError> {
         let mode: String = self
             .connection
