@@ -146,7 +146,7 @@ struct ServeArgs {
     /// Address and port to listen on [default: 127.0.0.1:8000].
     #[arg(long)]
     listen: Option<SocketAddr>,
-    /// Master key file: 64 hexadecimal characters, no access for group or others [default: DATA_DIR/master.key].
+    /// Master key file: 64 hexadecimal characters, no access for others, nor for group unless owned by root [default: DATA_DIR/master.key].
     #[arg(long, conflicts_with = "key_fd")]
     key_file: Option<PathBuf>,
     /// Read the master key from this inherited file descriptor (3 or higher) until end
