@@ -6,6 +6,7 @@ mod bench;
 mod bootstrap;
 mod config;
 mod key;
+mod manifests;
 mod pki;
 mod progress;
 mod serve;
@@ -67,6 +68,22 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// Check Kubernetes manifests of vector database workloads (Ravelin, Chroma,
+    /// Qdrant) for missing security controls.
+    ///
+    /// Reads each PATH: a YAML file, or a directory searched recursively for .yaml and
+    /// .yml files. Exits with 0 when every vector database workload has every control,
+    /// 1 when any control is missing, and 2 when an input cannot be read or is not
+    /// valid YAML. See docs/deployment.md for the rules.
+    CheckManifests {
+        /// Files and directories to check. NetworkPolicies count only for workloads
+        /// checked in the same run.
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+        /// Report format: text for people, json for programs.
+        #[arg(long, value_enum, default_value_t = manifests::ReportFormat::Text)]
+        format: manifests::ReportFormat,
     },
     /// Measure the index: recall and queries per second.
     Bench {
@@ -254,6 +271,8 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Audit {
             command: AuditCommand::Verify { file },
         } => Ok(audit::verify_file(&file)),
+        // The check reports its own errors because it has its own exit statuses.
+        Command::CheckManifests { paths, format } => Ok(manifests::run(&paths, format)),
         Command::Bench {
             command: BenchCommand::Ann(args),
         } => {
