@@ -26,7 +26,7 @@ pub struct ImageReference<'a> {
     pub digest: Option<&'a str>,
 }
 
-/// How firmly an image reference pins what runs.
+/// The pinning of an image reference: whether it fixes the content that runs.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Pinning {
     /// A valid `sha256` or `sha512` digest: the content is fixed.

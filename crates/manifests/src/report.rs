@@ -32,7 +32,7 @@ pub struct Report {
     pub errors: Vec<InputError>,
 }
 
-/// Where an object is.
+/// The position of an object in its file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Location {
     pub file: String,

@@ -1,7 +1,7 @@
 //! The controls a vector database workload must have, one [`Rule`] each.
 //!
-//! Pod rules look at the pod spec and yield at most one finding per workload;
-//! container rules yield at most one finding per container, init containers included.
+//! Pod rules read the pod spec and yield at most one finding per workload. Container
+//! rules yield at most one finding per container, init containers included.
 //! Where a field exists at both levels (`runAsUser`, `runAsNonRoot`,
 //! `seccompProfile`), the container's value overrides the pod's, as in Kubernetes.
 
@@ -57,7 +57,7 @@ impl Rule {
         Rule::NetworkPolicy,
     ];
 
-    /// The rule's id in reports.
+    /// Returns the rule's id in reports.
     pub fn id(self) -> &'static str {
         match self {
             Rule::NonRoot => "non-root",
@@ -74,7 +74,7 @@ impl Rule {
         }
     }
 
-    /// How to fix a finding of this rule.
+    /// Returns how to fix a finding of this rule.
     pub fn fix(self) -> &'static str {
         match self {
             Rule::NonRoot => "set securityContext.runAsNonRoot: true and a non-zero runAsUser in the pod or container securityContext",
@@ -326,4 +326,17 @@ fn network_policy(workload: &Workload, policies: &[IngressPolicy]) -> Option<Str
     Some(format!(
         "no NetworkPolicy in the checked files selects these pods ({labels}, {namespace}) for ingress"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_names_match_ids() {
+        for rule in Rule::ALL {
+            let json = serde_json::to_value(rule).unwrap();
+            assert_eq!(json, rule.id());
+        }
+    }
 }

@@ -1,19 +1,22 @@
 //! Literal environment values that look like secrets.
 //!
 //! An `env` entry with a literal `value` is a secret in the manifest, in every copy of
-//! it, and in the pod spec that anyone who can read the workload sees. `valueFrom`
-//! (a `secretKeyRef`, for one) is never flagged. A literal value is flagged when:
+//! it, and in the pod spec, which anyone allowed to read the workload can read.
+//! `valueFrom` (a `secretKeyRef`, for one) is never flagged. A literal value is
+//! flagged when:
 //!
-//! - the variable name has a secret word: `PASSWORD`, `PASSWD`, `PASSPHRASE`,
-//!   `SECRET`, `CREDENTIAL` or `APIKEY` anywhere, or `KEY`, `TOKEN`, `PASS`, `PWD`
-//!   (other than the whole name `PWD`), `CREDS` or `AUTH` as a whole word between
-//!   `_`, `-` or `.` (so `TOKENIZERS_PARALLELISM` is not flagged), unless its last
-//!   word says it names rather than holds the secret (`FILE`, `PATH`, `DIR`, `NAME`,
-//!   `ID`, `URL`, `TYPE`, `HEADER` and the like), and the value is not empty, a
-//!   boolean or a short number; or
+//! - the variable name has a secret word. `PASSWORD`, `PASSWD`, `PASSPHRASE`,
+//!   `SECRET`, `CREDENTIAL` and `APIKEY` count anywhere in it. `KEY`, `TOKEN`, `PASS`,
+//!   `PWD`, `CREDS` and `AUTH` count as whole words between `_`, `-` or `.`, so
+//!   `TOKENIZERS_PARALLELISM` is not flagged, and the whole name `PWD` does not count.
+//!   A name whose last word shows that it refers to the secret rather than contains
+//!   it (`FILE`, `PATH`, `DIR`, `NAME`, `ID`, `URL`, `TYPE`, `HEADER` and the like) is
+//!   not flagged, nor is a value that is empty, a boolean or a short number; or
 //! - the value itself looks like a secret, whatever the name: a PEM private key, a
-//!   JSON Web Token, an AWS access key id, a GitHub, GitLab or Slack token, or 32 or
-//!   more hexadecimal digits (a raw key such as Ravelin's 64-digit master key).
+//!   JSON Web Token, an AWS access key id, a GitHub, GitLab or Slack token, or 64 or
+//!   more hexadecimal digits (a raw 256-bit key such as Ravelin's master key) that
+//!   are not a digest written as `sha256:...` or `sha512:...`. Shorter hexadecimal
+//!   strings are too often commit or build ids to count.
 
 use std::sync::LazyLock;
 
@@ -47,12 +50,17 @@ static SECRET_VALUE: LazyLock<Regex> = LazyLock::new(|| {
         r"|\bgithub_pat_[A-Za-z0-9_]{30,}",
         r"|\bglpat-[A-Za-z0-9_-]{20,}",
         r"|\bxox[abposr]-[A-Za-z0-9-]{10,}",
-        r"|\b[0-9a-fA-F]{32,}\b",
+        r"|\b[0-9a-fA-F]{64,}\b",
     ))
     .expect("valid secret value regex")
 });
 
-/// Why a literal environment value counts as a secret.
+/// Image and content digests, which are public and long enough to look like keys.
+static DIGEST: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"\b(sha256|sha384|sha512):[0-9a-fA-F]+").expect("valid digest regex")
+});
+
+/// The reason a literal environment value counts as a secret.
 #[derive(Debug, PartialEq, Eq)]
 pub enum SecretReason {
     Name,
@@ -61,7 +69,7 @@ pub enum SecretReason {
 
 /// Returns why the variable `name` with literal `value` looks like a secret, or `None`.
 pub fn literal_secret(name: &str, value: &str) -> Option<SecretReason> {
-    if SECRET_VALUE.is_match(value) {
+    if SECRET_VALUE.is_match(&DIGEST.replace_all(value, "")) {
         return Some(SecretReason::Value);
     }
     (name_holds_secret(name) && !is_trivial(value)).then_some(SecretReason::Name)
@@ -164,5 +172,9 @@ mod tests {
             );
         }
         assert_eq!(literal_secret("SETTING", "abc123"), None);
+        let commit = "0123456789abcdef0123456789abcdef01234567";
+        assert_eq!(literal_secret("GIT_COMMIT", commit), None);
+        let digest = format!("registry.example.com/app@sha256:{hex_key}");
+        assert_eq!(literal_secret("IMAGE", &digest), None);
     }
 }

@@ -5,7 +5,7 @@
 //! booleans as well as `true`, integers may be written in hexadecimal, octal or binary
 //! and contain underscores, and `<<` merges mappings. This module resolves plain
 //! scalars the same way (the table of gopkg.in/yaml.v2 2.4 `resolve.go`), so that a
-//! check sees the value the cluster would see. Quoted and block scalars are strings.
+//! check reads the value the cluster would read. Quoted and block scalars are strings.
 //!
 //! Three things are stricter than go-yaml, because a checker that reads a manifest
 //! differently from the cluster can be fooled:

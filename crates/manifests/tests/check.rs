@@ -1,6 +1,8 @@
 //! Checks the shipped deploy/ manifests, one bad example per rule, and the reading of
 //! files, directories and multi-document streams.
 
+#![allow(clippy::unwrap_used)] // Test helpers unwrap: a panic is a test failure.
+
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
