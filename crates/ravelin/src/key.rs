@@ -31,7 +31,7 @@ pub struct DataDirArgs {
     /// Data directory [default: ravelin-data].
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Master key file: 64 hexadecimal characters, no access for group or others [default: DATA_DIR/master.key].
+    /// Master key file: 64 hexadecimal characters, no access for others, nor for group unless owned by root [default: DATA_DIR/master.key].
     #[arg(long, conflicts_with = "key_fd")]
     pub key_file: Option<PathBuf>,
     /// Read the master key from this inherited file descriptor (3 or higher) until end

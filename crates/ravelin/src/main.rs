@@ -6,6 +6,7 @@ mod bench;
 mod bootstrap;
 mod config;
 mod key;
+mod manifests;
 mod pki;
 #[cfg(feature = "sandbox-probe")]
 mod probe;
@@ -85,6 +86,22 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Check Kubernetes manifests of vector database workloads (Ravelin, Chroma,
+    /// Qdrant) for missing security controls.
+    ///
+    /// Reads each PATH: a YAML file, or a directory searched recursively for .yaml and
+    /// .yml files. Exits with 0 when every vector database workload has every control,
+    /// 1 when any control is missing, and 2 when an input cannot be read or is not
+    /// valid YAML. See docs/deployment.md for the rules.
+    CheckManifests {
+        /// Files and directories to check. NetworkPolicies count only for workloads
+        /// checked in the same run.
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+        /// Report format: text for people, json for programs.
+        #[arg(long, value_enum, default_value_t = manifests::ReportFormat::Text)]
+        format: manifests::ReportFormat,
+    },
     /// Measure the index: recall and queries per second.
     Bench {
         #[command(subcommand)]
@@ -163,7 +180,7 @@ struct ServeArgs {
     /// Address and port to listen on [default: 127.0.0.1:8000].
     #[arg(long)]
     listen: Option<SocketAddr>,
-    /// Master key file: 64 hexadecimal characters, no access for group or others [default: DATA_DIR/master.key].
+    /// Master key file: 64 hexadecimal characters, no access for others, nor for group unless owned by root [default: DATA_DIR/master.key].
     #[arg(long, conflicts_with = "key_fd")]
     key_file: Option<PathBuf>,
     /// Read the master key from this inherited file descriptor (3 or higher) until end
@@ -292,6 +309,8 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Audit {
             command: AuditCommand::Verify { file },
         } => Ok(audit::verify_file(&file)),
+        // The check reports its own errors because it has its own exit statuses.
+        Command::CheckManifests { paths, format } => Ok(manifests::run(&paths, format)),
         Command::Bench {
             command: BenchCommand::Ann(args),
         } => {

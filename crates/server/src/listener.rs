@@ -258,6 +258,12 @@ async fn handshake(
             reject_plaintext(stream, peer).await;
             return None;
         }
+        // A connection closed before its first byte is a TCP health check, such as a
+        // Kubernetes tcpSocket probe, or a port scan: no handshake was attempted.
+        Ok(Ok(0)) => {
+            tracing::debug!(%peer, "connection closed before sending any data");
+            return None;
+        }
         Ok(Ok(_)) => {}
         Ok(Err(error)) => {
             tracing::debug!(%peer, %error, "connection failed before the TLS handshake");

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::fs;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use zeroize::{Zeroize, Zeroizing};
@@ -29,7 +29,7 @@ pub enum KeyError {
     #[error("master key file {path} is malformed: expected 64 hexadecimal characters (256 bits)")]
     Malformed { path: PathBuf },
     #[error(
-        "master key file {path} is readable by other users (mode {mode:o}); run `chmod 400 {path}`"
+        "master key file {path} is open to other users (mode {mode:o}); run `chmod 400 {path}` (or 440 at most for a file owned by root)"
     )]
     TooOpen { path: PathBuf, mode: u32 },
     #[error("cannot read the master key from file descriptor {fd}")]
@@ -73,7 +73,11 @@ impl MasterKey {
     }
 
     /// Reads a key file of 64 hexadecimal characters, optionally followed by a newline.
-    /// The file must not be readable or writable by group or others.
+    /// The file must give no access to others and none to its group, except that a
+    /// file owned by root may be readable by its group. That exception is how a
+    /// Kubernetes Secret volume reaches a non-root process: with the pod's `fsGroup`
+    /// set, the kubelet makes each file root-owned with group read access whatever
+    /// `defaultMode` sets. PostgreSQL accepts its TLS key under the same rule.
     pub fn read_file(path: &Path) -> Result<Self, KeyError> {
         let metadata = match fs::metadata(path) {
             Ok(metadata) => metadata,
@@ -90,7 +94,8 @@ impl MasterKey {
             }
         };
         let mode = metadata.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
+        let root_group_read = metadata.uid() == 0 && mode & 0o037 == 0;
+        if mode & 0o077 != 0 && !root_group_read {
             return Err(KeyError::TooOpen {
                 path: path.to_path_buf(),
                 mode,
@@ -262,6 +267,38 @@ mod tests {
         let second = MasterKey::generate().unwrap();
         assert!(!first.same_as(&second));
         assert!(first.same_as(&first));
+    }
+
+    #[test]
+    fn group_writable_key_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("master.key");
+        fs::write(&path, "00".repeat(KEY_BYTES)).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o460)).unwrap();
+        assert!(matches!(
+            MasterKey::read_file(&path),
+            Err(KeyError::TooOpen { .. })
+        ));
+    }
+
+    /// A root-owned file readable by its group is accepted, as a Kubernetes Secret
+    /// mounted with `fsGroup` is; owned by anyone else it is rejected.
+    #[test]
+    fn group_readable_key_depends_on_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("master.key");
+        fs::write(&path, "00".repeat(KEY_BYTES)).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o440)).unwrap();
+        let owned_by_root = fs::metadata(&path).unwrap().uid() == 0;
+        let result = MasterKey::read_file(&path);
+        if owned_by_root {
+            assert!(result.is_ok(), "{result:?}");
+        } else {
+            assert!(
+                matches!(result, Err(KeyError::TooOpen { .. })),
+                "{result:?}"
+            );
+        }
     }
 
     #[test]
