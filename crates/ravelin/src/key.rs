@@ -8,10 +8,8 @@
 //! opens any other file, and then closed. Each copy of the key in this program is
 //! wiped when it is dropped.
 
-use std::fs::{self, File};
-use std::io;
+use std::fs::File;
 use std::ops::ControlFlow;
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -191,30 +189,13 @@ pub fn read_descriptor(fd: i32) -> Result<MasterKey> {
 }
 
 /// Takes ownership of an inherited file descriptor.
-#[allow(unsafe_code)]
 fn take_descriptor(fd: i32) -> Result<File> {
-    if fd < 3 {
-        bail!("invalid key descriptor {fd}: expected 3 or higher, because 0, 1 and 2 are standard input, output and error");
-    }
-    // An open descriptor has an entry here. Taking ownership of a closed one would
-    // let the drop below close a number that a later open reuses.
-    let entry = format!("/proc/self/fd/{fd}");
-    match fs::symlink_metadata(&entry) {
-        Ok(_) => {}
-        Err(error) if error.kind() == io::ErrorKind::NotFound => bail!(
-            "file descriptor {fd} is not open; start Ravelin with the key on it, for example `--key-fd {fd} {fd}<master.key`"
-        ),
-        Err(error) => {
-            bail!("cannot check that file descriptor {fd} is open: {entry}: {error}; /proc must be mounted")
-        }
-    }
-    // SAFETY: `fd` is open (checked above) and is not 0, 1 or 2. The commands call
-    // this before they open any file that stays open, so `fd` was inherited rather
-    // than opened by this process. No value in this process owns it, because this is
-    // the only place that takes ownership of a raw descriptor, and callers pass each
-    // number once (`key rotate` rejects the same number for both keys).
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    Ok(File::from(owned))
+    use sandbox::descriptor::DescriptorError;
+    sandbox::descriptor::take_inherited(fd).map_err(|error| match error {
+        DescriptorError::Standard(_) => anyhow::anyhow!("invalid key descriptor {fd}: expected 3 or higher, because 0, 1 and 2 are standard input, output and error"),
+        DescriptorError::NotOpen(_) => anyhow::anyhow!("file descriptor {fd} is not open; start Ravelin with the key on it, for example `--key-fd {fd} {fd}<master.key`"),
+        other => anyhow::Error::new(other),
+    })
 }
 
 /// Reads the master key file of an existing database.

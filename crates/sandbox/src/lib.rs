@@ -20,12 +20,16 @@
 //!
 //! [`Status`] reports what took effect, for the log and the metrics.
 //!
+//! [`descriptor::take_inherited`] takes ownership of an inherited file descriptor,
+//! such as the one `--key-fd` names.
+//!
 //! This is the only crate besides the SIMD kernels that contains `unsafe` code: each
 //! system call wrapper has a `// SAFETY:` comment stating why its pointers are valid.
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 mod alert;
+pub mod descriptor;
 mod landlock;
 mod privileges;
 #[cfg(feature = "probe")]
