@@ -5,7 +5,7 @@
 // <repo>/target/release/ravelin).
 
 import { spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -231,9 +231,15 @@ export async function stopAndCheckServer(server) {
   return problems;
 }
 
-/** Creates a temporary folder for data dirs, removed by `removeTempRoot`. */
+/**
+ * Creates a temporary folder for data dirs, removed by `removeTempRoot`. A server
+ * started as root serves as nobody, which must pass through this folder (created with
+ * mode 0700) to reach its data directory, hence the search bit for others.
+ */
 export function makeTempRoot() {
-  return mkdtempSync(join(tmpdir(), "ravelin-js-"));
+  const root = mkdtempSync(join(tmpdir(), "ravelin-js-"));
+  chmodSync(root, 0o711);
+  return root;
 }
 
 export function removeTempRoot(root) {

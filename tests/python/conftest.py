@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import ssl
+import stat
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,6 +105,57 @@ def _server_env() -> dict:
     return env
 
 
+# The session's own temporary folder, when pytest_configure made one.
+_SESSION_TEMP = pytest.StashKey[Path]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config) -> None:
+    """Give a session run as root a temporary folder of its own, outside
+    ``/tmp/pytest-of-root``.
+
+    A server started as root serves as ``nobody`` and must reach its data directory
+    and policy file by path (see ``allow_search``). Every pytest session that starts
+    resets ``/tmp/pytest-of-root`` to mode 0700, which would lock out the servers of any
+    other session running at the time. The folder is removed when every test passed.
+    Runs before pytest's own ``pytest_configure``, which reads ``--basetemp``.
+    """
+    if os.geteuid() != 0 or config.option.basetemp:
+        return
+    top = Path(tempfile.mkdtemp(prefix="ravelin-pytest-"))
+    top.chmod(0o711)
+    config.option.basetemp = str(top / "basetemp")
+    config.stash[_SESSION_TEMP] = top
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    top = session.config.stash.get(_SESSION_TEMP, None)
+    if top is None:
+        return
+    if exitstatus == 0:
+        shutil.rmtree(top, ignore_errors=True)
+    else:
+        print(f"\nserver logs and data directories are kept in {top}")
+
+
+def allow_search(path: Path) -> None:
+    """Let other users pass through ``path`` and the temporary folders above it.
+
+    A server started as root serves as ``nobody``, so it must be able to reach its data
+    directory by path, and pytest creates its temporary folders with mode 0700. Only
+    the search bit is added: other users still cannot list these folders.
+    """
+    if os.geteuid() != 0:
+        return
+    top = Path(tempfile.gettempdir()).resolve()
+    current = path.resolve()
+    while top in current.parents:
+        mode = stat.S_IMODE(current.stat().st_mode)
+        if not mode & stat.S_IXOTH:
+            current.chmod(mode | stat.S_IXOTH)
+        current = current.parent
+
+
 class RavelinServer:
     """One ``ravelin serve`` (or ``ravelin gateway``) process on 127.0.0.1, with its
     stderr in a log file."""
@@ -112,13 +166,15 @@ class RavelinServer:
         port: int,
         log_path: Path,
         serve_args: Sequence[str],
+        binary: Optional[Path] = None,
         command: str = "serve",
     ):
-        """Run ``ravelin COMMAND SERVE_ARGS``, which must make it use ``data_dir`` and ``port``."""
+        """Run ``BINARY COMMAND SERVE_ARGS`` (``RAVELIN_BIN`` and ``serve`` by default),
+        which must make it use ``data_dir`` and ``port``."""
         self.data_dir = data_dir
         self.port = port
         self.log_path = log_path
-        self.args = [str(RAVELIN_BIN), command, *serve_args]
+        self.args = [str(binary or RAVELIN_BIN), command, *serve_args]
         self.exit_code: Optional[int] = None
         # Set when a test stops or kills the process, or sees it exit during startup.
         self.exit_expected = False
@@ -252,6 +308,7 @@ class ServerFactory:
         self.root = root
         self.servers: List[RavelinServer] = []
         self._data_dir_count = 0
+        allow_search(root)
 
     def new_data_dir(self) -> Path:
         """Return a path for a data dir that does not exist yet, so the server creates it."""
@@ -263,13 +320,14 @@ class ServerFactory:
         data_dir: Optional[Path] = None,
         extra_args: Sequence[str] = (),
         ready_timeout: float = READY_TIMEOUT_S,
+        binary: Optional[Path] = None,
         command: str = "serve",
     ) -> RavelinServer:
         """Start ``ravelin COMMAND --data-dir DIR --listen 127.0.0.1:PORT EXTRA_ARGS``.
 
         The port is a free one. A start that fails because the port was taken
         in the meantime is retried on another port, at most ``START_ATTEMPTS``
-        times in all.
+        times in all. ``binary`` replaces ``RAVELIN_BIN``.
         """
         if data_dir is None:
             data_dir = self.new_data_dir()
@@ -277,7 +335,7 @@ class ServerFactory:
             port = free_port()
             serve_args = ["--data-dir", str(data_dir), "--listen", f"127.0.0.1:{port}", *extra_args]
             try:
-                return self.start_with_args(serve_args, data_dir, port, ready_timeout, command)
+                return self.start_with_args(serve_args, data_dir, port, ready_timeout, binary, command)
             except ServerExited as exited:
                 if attempt < START_ATTEMPTS and "in use" in exited.server.stderr_text():
                     continue
@@ -290,6 +348,7 @@ class ServerFactory:
         data_dir: Path,
         port: int,
         ready_timeout: float = READY_TIMEOUT_S,
+        binary: Optional[Path] = None,
         command: str = "serve",
     ) -> RavelinServer:
         """Start ``ravelin COMMAND SERVE_ARGS`` and wait until it is ready.
@@ -298,7 +357,7 @@ class ServerFactory:
         127.0.0.1:``port`` (through flags or a config file).
         """
         log_path = self.root / f"server-{len(self.servers)}.log"
-        server = RavelinServer(data_dir, port, log_path, serve_args, command)
+        server = RavelinServer(data_dir, port, log_path, serve_args, binary, command)
         self.servers.append(server)
         try:
             server.wait_ready(ready_timeout)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from typing import Dict
 
 import httpx
@@ -152,3 +153,24 @@ def test_failures_and_denials_counted(metrics_server):
     assert grew('ravelin_tls_handshake_failures_total{reason="plaintext_http"}') == 1
     assert grew('ravelin_requests_total{route="databases.list",status="404"}') == 1
     assert not any("stranger" in series for series in after), "no principal in a label"
+
+
+def test_connection_without_data_is_no_handshake_failure(metrics_server):
+    """A TCP health check (connect, then close) is neither counted nor logged as a failed handshake."""
+    server, port = metrics_server
+    before = scrape(port)
+
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10):
+            pass
+    deadline = time.monotonic() + 10
+    after = scrape(port)
+    while after.get("ravelin_open_connections", 0) > before.get("ravelin_open_connections", 0):
+        assert time.monotonic() < deadline, "the closed connections are still open"
+        time.sleep(0.05)
+        after = scrape(port)
+
+    failures = [series for series in after if series.startswith("ravelin_tls_handshake_failures_total")]
+    for series in failures:
+        assert after[series] == before.get(series, 0), series
+    assert "TLS handshake failed" not in server.log_path.read_text()

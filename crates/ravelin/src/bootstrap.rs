@@ -6,13 +6,17 @@
 //!   master.key             mode 0400, 64 hex characters (unless key_file points elsewhere)
 //!   policy.toml            the access policy
 //!   db/ravelin.db          the SQLCipher database, with ravelin.db-wal and -shm
+//!   db/ravelin.lock        held by the server while it runs (see store::DatabaseLock)
 //!   pki/ca.pem, ca.key     the development CA
 //!   pki/server.pem, .key   the server certificate for localhost, 127.0.0.1 and ::1
 //!   pki/clients/NAME.pem   client certificates, NAME.key beside each
 //! ```
 //!
-//! When the database exists, nothing is created or changed before the master key has
-//! opened it: a wrong or missing key stops startup with the data directory untouched.
+//! When the database exists, nothing in the data directory is created or changed
+//! before the master key has opened it, with two exceptions. The empty lock file is
+//! created if it is missing, and an interrupted key rotation or restore is settled
+//! (see store::rotation). A wrong or missing key stops startup with the database
+//! untouched.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -20,46 +24,64 @@ use std::os::unix::fs::PermissionsExt;
 use anyhow::{bail, Context, Result};
 use auth::policy::DEVELOPMENT_POLICY;
 use auth::Policy;
-use store::{MasterKey, Store};
+use store::rotation::{self, KeyFiles};
+use store::{DatabaseLock, MasterKey, Store, StoreError};
 
 use crate::config::Settings;
 use crate::pki;
 
-/// The store and policy that startup opened or created.
+/// The store and policy that startup opened or created, and the lock that keeps key
+/// rotation and restore away from the database while the server runs.
 pub struct Prepared {
     pub store: Store,
     pub policy: Policy,
+    pub lock: DatabaseLock,
 }
 
-pub fn prepare(settings: &Settings) -> Result<Prepared> {
+/// Opens or creates everything in the data directory. `descriptor_key` is the master
+/// key already read from `settings.key_fd`, if that is where it comes from.
+pub fn prepare(settings: &Settings, descriptor_key: Option<MasterKey>) -> Result<Prepared> {
     let database_path = settings.database_path();
+    let database_dir = database_path
+        .parent()
+        .context("the database path has no parent directory")?;
     let first_start = !database_path.exists();
 
     if first_start {
         pki::create_private_dir(&settings.data_dir)?;
+        pki::create_private_dir(database_dir)?;
     } else {
         warn_if_open(&settings.data_dir);
     }
+    let lock = DatabaseLock::for_server(database_dir)?;
+    if !first_start {
+        let key_files = settings
+            .key_fd
+            .is_none()
+            .then(|| KeyFiles::new(&settings.key_file));
+        let recovery = rotation::recover(&database_path, key_files.as_ref())?;
+        crate::key::report_recovery(recovery, &database_path);
+    }
+    if store::backup::discard_interrupted_restore(&database_path)? {
+        tracing::warn!(database = %database_path.display(), "removed the partial copy of an interrupted restore");
+    }
 
     let store = if first_start {
-        let key = first_start_key(settings)?;
-        let database_dir = database_path
-            .parent()
-            .context("the database path has no parent directory")?;
-        pki::create_private_dir(database_dir)?;
+        let key = first_start_key(settings, descriptor_key)?;
         tracing::info!(path = %database_path.display(), "creating the encrypted database");
         Store::create(&database_path, &key)?
     } else {
-        let key = match MasterKey::read_file(&settings.key_file) {
-            Ok(key) => key,
-            Err(store::KeyError::Missing { path }) => bail!(
-                "the master key file {} does not exist; the database {} can only be opened with the key that created it",
-                path.display(),
-                database_path.display()
-            ),
-            Err(error) => return Err(error.into()),
+        let key = match descriptor_key {
+            Some(key) => key,
+            None => crate::key::read_key_file(&settings.key_file, &database_path)?,
         };
-        Store::open(&database_path, &key)?
+        match (Store::open(&database_path, &key), settings.key_fd) {
+            (Ok(store), _) => store,
+            (Err(error @ StoreError::WrongKey { .. }), Some(fd)) => bail!(
+                "{error}; the key came from file descriptor {fd}, and if a key rotation was interrupted, the database opens with either the old or the new key"
+            ),
+            (Err(error), _) => return Err(error.into()),
+        }
     };
 
     if settings.tls_is_default && !settings.pki_dir().exists() {
@@ -68,7 +90,11 @@ pub fn prepare(settings: &Settings) -> Result<Prepared> {
     }
 
     let policy = load_policy(settings, first_start)?;
-    Ok(Prepared { store, policy })
+    Ok(Prepared {
+        store,
+        policy,
+        lock,
+    })
 }
 
 /// Prepares the data directory of `ravelin gateway`, which keeps no database there:
@@ -88,9 +114,12 @@ pub fn prepare_front(settings: &Settings) -> Result<Policy> {
     load_policy(settings, first_start)
 }
 
-/// Returns the key for a new database: the configured key file if it exists, or a new
-/// random key written to the default key file.
-fn first_start_key(settings: &Settings) -> Result<MasterKey> {
+/// Returns the key for a new database: the key from the descriptor, the configured key
+/// file if it exists, or a new random key written to the default key file.
+fn first_start_key(settings: &Settings, descriptor_key: Option<MasterKey>) -> Result<MasterKey> {
+    if let Some(key) = descriptor_key {
+        return Ok(key);
+    }
     if settings.key_file.exists() {
         return Ok(MasterKey::read_file(&settings.key_file)?);
     }
@@ -100,11 +129,7 @@ fn first_start_key(settings: &Settings) -> Result<MasterKey> {
             settings.key_file.display()
         );
     }
-    let mut bytes = [0u8; store::key::KEY_BYTES];
-    getrandom::fill(&mut bytes)
-        .map_err(|error| anyhow::anyhow!("cannot read random bytes: {error}"))?;
-    let key = MasterKey::from_bytes(bytes);
-    zeroize::Zeroize::zeroize(&mut bytes);
+    let key = MasterKey::generate()?;
     key.write_new_file(&settings.key_file)?;
     tracing::info!(path = %settings.key_file.display(), "created a new 256-bit master key; back it up, the data cannot be read without it");
     Ok(key)

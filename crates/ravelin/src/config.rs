@@ -8,6 +8,7 @@
 //! listen = "127.0.0.1:8000"
 //! data_dir = "ravelin-data"
 //! key_file = "/run/secrets/ravelin.key"   # default: <data_dir>/master.key
+//! # key_fd = 3                            # or: read the key from this inherited descriptor
 //! policy = "/etc/ravelin/policy.toml"     # default: <data_dir>/policy.toml
 //! allow_reset = false
 //! max_body_bytes = 41943040
@@ -32,6 +33,10 @@
 //! enabled = false                         # accept bearer tokens as well
 //! file = "/etc/ravelin/tokens.toml"       # default: <data_dir>/tokens.toml
 //! without_certificate = false             # let a token stand in for a certificate
+//!
+//! [sandbox]
+//! user = "nobody"                         # the user a start as root switches to
+//! require = true                          # refuse to start without Landlock and seccomp
 //!
 //! [upstream]                              # `ravelin gateway` only; see gateway.md
 //! url = "https://chroma.internal:8000"    # or --upstream
@@ -66,6 +71,7 @@ pub struct ConfigFile {
     pub listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
     pub key_file: Option<PathBuf>,
+    pub key_fd: Option<i32>,
     pub policy: Option<PathBuf>,
     pub allow_reset: Option<bool>,
     pub max_body_bytes: Option<usize>,
@@ -80,6 +86,8 @@ pub struct ConfigFile {
     pub tokens: TokensSection,
     #[serde(default)]
     pub network: NetworkSection,
+    #[serde(default)]
+    pub sandbox: SandboxSection,
     #[serde(default)]
     pub upstream: UpstreamSection,
 }
@@ -190,6 +198,26 @@ fn read_token_file(path: &Path) -> Result<String> {
     Ok(token.to_string())
 }
 
+/// Process confinement; see docs/security.md.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxSection {
+    /// The user a start as root switches to: a name from /etc/passwd or `UID:GID`.
+    pub user: Option<String>,
+    /// Whether a kernel without Landlock (ABI 4 or later) or seccomp stops startup.
+    pub require: Option<bool>,
+}
+
+/// Confinement settings after the file and the flags are combined.
+#[derive(Debug, Clone)]
+pub struct SandboxSettings {
+    /// The user to switch to when started as root; `None` means
+    /// [`sandbox::DEFAULT_USER`].
+    pub user: Option<sandbox::TargetUser>,
+    /// Whether missing kernel support stops startup. Default true.
+    pub require: bool,
+}
+
 /// Connection, timing and per-principal limits of the HTTPS front.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -265,6 +293,9 @@ pub struct Settings {
     /// Whether the key file is the default one inside the data directory, which
     /// `serve` may create on first start.
     pub key_file_is_default: bool,
+    /// An inherited file descriptor to read the master key from, in place of
+    /// `key_file`.
+    pub key_fd: Option<i32>,
     pub policy: PathBuf,
     pub policy_is_default: bool,
     pub tls_certificate: PathBuf,
@@ -290,6 +321,13 @@ pub struct Settings {
     pub tokens: Option<server::TokenSettings>,
     /// The token file `ravelin token` manages, whether or not the server accepts tokens.
     pub tokens_file: PathBuf,
+    /// Plain HTTP and an unencrypted database, for benchmarks. Only the
+    /// `insecure-bench` feature's `--insecure-bench` flag sets it.
+    #[cfg(feature = "insecure-bench")]
+    pub insecure_bench: bool,
+    /// The configuration file the settings came from, if any.
+    pub config_file: Option<PathBuf>,
+    pub sandbox: SandboxSettings,
 }
 
 /// Values given on the command line; each overrides the file.
@@ -298,6 +336,7 @@ pub struct Overrides {
     pub listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
     pub key_file: Option<PathBuf>,
+    pub key_fd: Option<i32>,
     pub policy: Option<PathBuf>,
     pub tls_certificate: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
@@ -306,6 +345,12 @@ pub struct Overrides {
     pub audit_log: Option<PathBuf>,
     pub allow_reset: bool,
     pub metrics_listen: Option<SocketAddr>,
+    /// The configuration file the other values came from, if any.
+    pub config_file: Option<PathBuf>,
+    /// `--user`: the user a start as root switches to.
+    pub user: Option<String>,
+    /// `--allow-unconfined`: serve even where the kernel lacks Landlock or seccomp.
+    pub allow_unconfined: bool,
 }
 
 /// Applies the `[network]` section over the defaults, rejecting values that would
@@ -390,8 +435,29 @@ fn network_settings(
     Ok((front, throttle))
 }
 
+/// Returns the file descriptor to read the master key from, if any. A flag for either
+/// source overrides both keys of the file, and the file may set only one of them.
+fn key_descriptor(file: &ConfigFile, overrides: &Overrides) -> Result<Option<i32>> {
+    let fd = if overrides.key_fd.is_some() || overrides.key_file.is_some() {
+        overrides.key_fd
+    } else if file.key_fd.is_some() && file.key_file.is_some() {
+        anyhow::bail!(
+            "the configuration file sets both key_file and key_fd; keep the one the master key comes from"
+        );
+    } else {
+        file.key_fd
+    };
+    match fd {
+        Some(fd) if fd < 3 => anyhow::bail!(
+            "invalid key_fd {fd}: expected 3 or higher, because 0, 1 and 2 are standard input, output and error; for example `--key-fd 3 3<master.key`"
+        ),
+        fd => Ok(fd),
+    }
+}
+
 impl Settings {
     pub fn resolve(file: ConfigFile, overrides: Overrides) -> Result<Settings> {
+        let key_fd = key_descriptor(&file, &overrides)?;
         let data_dir = overrides
             .data_dir
             .or(file.data_dir)
@@ -551,6 +617,15 @@ impl Settings {
                 );
             }
         }
+        let sandbox = SandboxSettings {
+            user: overrides
+                .user
+                .or(file.sandbox.user)
+                .map(|user| user.parse::<sandbox::TargetUser>())
+                .transpose()?,
+            require: !overrides.allow_unconfined && file.sandbox.require.unwrap_or(true),
+        };
+
         let max_body_bytes = file.max_body_bytes.unwrap_or(40 * 1024 * 1024);
         if front.max_buffered_body_bytes < max_body_bytes {
             anyhow::bail!(
@@ -568,8 +643,13 @@ impl Settings {
                 .unwrap_or_else(|| data_dir.join(AUDIT_LOG_FILE)),
             tokens,
             tokens_file,
+            #[cfg(feature = "insecure-bench")]
+            insecure_bench: false,
+            config_file: overrides.config_file,
+            sandbox,
             listen,
             key_file_is_default: key_file.is_none(),
+            key_fd,
             key_file: key_file.unwrap_or_else(|| data_dir.join("master.key")),
             policy_is_default: policy.is_none(),
             policy: policy.unwrap_or_else(|| data_dir.join("policy.toml")),
@@ -714,6 +794,94 @@ mod tests {
             toml::from_str("metrics_listen = \"0.0.0.0:9464\"\nmetrics_allow_remote = true")
                 .unwrap();
         assert!(Settings::resolve(file, Overrides::default()).is_ok());
+    }
+
+    #[test]
+    fn key_fd_from_file_or_flag() {
+        let file: ConfigFile = toml::from_str("key_fd = 3").unwrap();
+        let settings = Settings::resolve(file, Overrides::default()).unwrap();
+        assert_eq!(settings.key_fd, Some(3));
+
+        // A key file flag overrides a descriptor in the file, and the reverse.
+        let file: ConfigFile = toml::from_str("key_fd = 3").unwrap();
+        let overrides = Overrides {
+            key_file: Some("/run/secrets/key".into()),
+            ..Overrides::default()
+        };
+        let settings = Settings::resolve(file, overrides).unwrap();
+        assert_eq!(settings.key_fd, None);
+        assert_eq!(settings.key_file, Path::new("/run/secrets/key"));
+        let file: ConfigFile = toml::from_str("key_file = \"/k\"").unwrap();
+        let overrides = Overrides {
+            key_fd: Some(4),
+            ..Overrides::default()
+        };
+        assert_eq!(Settings::resolve(file, overrides).unwrap().key_fd, Some(4));
+    }
+
+    #[test]
+    fn key_fd_rejected_when_ambiguous_or_standard() {
+        let file: ConfigFile = toml::from_str("key_fd = 3\nkey_file = \"/k\"").unwrap();
+        let error = Settings::resolve(file, Overrides::default()).unwrap_err();
+        assert!(
+            error.to_string().contains("both key_file and key_fd"),
+            "{error}"
+        );
+        for fd in [0, 1, 2, -1] {
+            let file: ConfigFile = toml::from_str(&format!("key_fd = {fd}")).unwrap();
+            let error = Settings::resolve(file, Overrides::default()).unwrap_err();
+            assert!(error.to_string().contains("3 or higher"), "{error}");
+        }
+    }
+
+    #[test]
+    fn sandbox_required_by_default() {
+        let settings = Settings::resolve(ConfigFile::default(), Overrides::default()).unwrap();
+        assert!(settings.sandbox.require);
+        assert_eq!(settings.sandbox.user, None);
+    }
+
+    #[test]
+    fn sandbox_from_file_or_flags() {
+        let text = "[sandbox]\nuser = \"ravelin\"\nrequire = true";
+        let file: ConfigFile = toml::from_str(text).unwrap();
+        let settings = Settings::resolve(file, Overrides::default()).unwrap();
+        assert_eq!(
+            settings.sandbox.user,
+            Some(sandbox::TargetUser::Name("ravelin".into()))
+        );
+
+        let file: ConfigFile = toml::from_str(text).unwrap();
+        let overrides = Overrides {
+            user: Some("10001:10001".into()),
+            allow_unconfined: true,
+            ..Overrides::default()
+        };
+        let settings = Settings::resolve(file, overrides).unwrap();
+        assert_eq!(
+            settings.sandbox.user,
+            Some(sandbox::TargetUser::Ids {
+                uid: 10001,
+                gid: 10001
+            })
+        );
+        assert!(!settings.sandbox.require);
+
+        let file: ConfigFile = toml::from_str("[sandbox]\nrequire = false").unwrap();
+        assert!(
+            !Settings::resolve(file, Overrides::default())
+                .unwrap()
+                .sandbox
+                .require
+        );
+    }
+
+    #[test]
+    fn sandbox_rejects_bad_user_and_keys() {
+        let file: ConfigFile = toml::from_str("[sandbox]\nuser = \"a b\"").unwrap();
+        let error = Settings::resolve(file, Overrides::default()).unwrap_err();
+        assert!(error.to_string().contains("invalid user [a b]"), "{error}");
+        assert!(toml::from_str::<ConfigFile>("[sandbox]\nenabled = false").is_err());
     }
 
     #[test]

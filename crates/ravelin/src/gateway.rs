@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use crate::bootstrap;
 use crate::config::Settings;
 use crate::serve::{
-    bind_metrics, is_root, print_connection_help, reload_on_sighup, shutdown_signal, wait_for_stop,
+    bind_metrics, confine, print_connection_help, reload_on_sighup, shutdown_signal, wait_for_stop,
 };
 
 pub fn run(settings: Settings, upstream_settings: UpstreamSettings) -> Result<()> {
@@ -65,14 +65,18 @@ pub fn run(settings: Settings, upstream_settings: UpstreamSettings) -> Result<()
     let audit = AuditLog::open(&settings.audit_log)
         .with_context(|| format!("cannot open the audit log {}", settings.audit_log.display()))?;
 
-    // NOTE: as in serve, the process keeps the privileges it was started with. No
-    // sandbox limits its outbound connections to the upstream address yet.
-    if is_root() {
-        tracing::warn!("running as root; start Ravelin as an unprivileged user");
-    }
+    // Everything is open, bound and resolved, and the process has one thread: confine
+    // it before any thread starts, with TCP connections allowed to the upstream's port
+    // only. The worker count is read first because it comes from cgroup files that the
+    // sandbox makes unreadable.
+    let worker_threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let mut ports = vec![address.port()];
+    ports.extend(metrics_listener.as_ref().map(|(_, bound)| bound.port()));
+    let sandbox = confine(&settings, &ports, &[upstream.address().port()])?;
 
     let upstream = Arc::new(upstream);
     let metrics = Arc::new(Metrics::new());
+    metrics.set_sandbox(&sandbox);
     let state = Arc::new(AppState {
         backend: Backend::Upstream(Arc::clone(&upstream)),
         policy: SharedPolicy::new(policy),
@@ -94,6 +98,7 @@ pub fn run(settings: Settings, upstream_settings: UpstreamSettings) -> Result<()
     }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(worker_threads)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;

@@ -1,11 +1,17 @@
 //! The `ravelin` command: the server and its tools.
 
 mod audit;
+mod backup;
 mod bench;
 mod bootstrap;
 mod config;
 mod gateway;
+mod key;
+mod manifests;
 mod pki;
+#[cfg(feature = "sandbox-probe")]
+mod probe;
+mod progress;
 mod serve;
 mod token;
 
@@ -16,6 +22,21 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::{ConfigFile, Overrides, Settings};
+
+// The probe makes a running server attempt sandbox escapes on request. Release builds
+// set RAVELIN_RELEASE, so a deployable binary can never contain it.
+#[cfg(feature = "sandbox-probe")]
+const _: () = assert!(
+    option_env!("RAVELIN_RELEASE").is_none(),
+    "the sandbox-probe feature is for tests only; build without it when RAVELIN_RELEASE is set"
+);
+// The insecure-bench feature serves plain HTTP from an unencrypted database, for
+// bench/compare-chroma to measure what TLS and encryption cost.
+#[cfg(feature = "insecure-bench")]
+const _: () = assert!(
+    option_env!("RAVELIN_RELEASE").is_none(),
+    "the insecure-bench feature is for benchmarks only; build without it when RAVELIN_RELEASE is set"
+);
 
 /// A vector database that speaks ChromaDB's HTTP API v2 over mutual TLS, with every
 /// byte on disk encrypted.
@@ -71,11 +92,37 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Check Kubernetes manifests of vector database workloads (Ravelin, Chroma,
+    /// Qdrant) for missing security controls.
+    ///
+    /// Reads each PATH: a YAML file, or a directory searched recursively for .yaml and
+    /// .yml files. Exits with 0 when every vector database workload has every control,
+    /// 1 when any control is missing, and 2 when an input cannot be read or is not
+    /// valid YAML. See docs/deployment.md for the rules.
+    CheckManifests {
+        /// Files and directories to check. NetworkPolicies count only for workloads
+        /// checked in the same run.
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+        /// Report format: text for people, json for programs.
+        #[arg(long, value_enum, default_value_t = manifests::ReportFormat::Text)]
+        format: manifests::ReportFormat,
+    },
     /// Measure the index: recall and queries per second.
     Bench {
         #[command(subcommand)]
         command: BenchCommand,
     },
+    /// Manage the master key.
+    Key {
+        #[command(subcommand)]
+        command: key::KeyCommand,
+    },
+    /// Copy the database into a new encrypted backup directory while the server runs.
+    Backup(backup::BackupArgs),
+    /// Replace the database with a backup, after checking its key and integrity. Stop
+    /// the server first.
+    Restore(backup::RestoreArgs),
 }
 
 #[derive(Subcommand)]
@@ -139,9 +186,13 @@ struct ServeArgs {
     /// Address and port to listen on [default: 127.0.0.1:8000].
     #[arg(long)]
     listen: Option<SocketAddr>,
-    /// Master key file: 64 hexadecimal characters, no access for group or others [default: DATA_DIR/master.key].
-    #[arg(long)]
+    /// Master key file: 64 hexadecimal characters, no access for others, nor for group unless owned by root [default: DATA_DIR/master.key].
+    #[arg(long, conflicts_with = "key_fd")]
     key_file: Option<PathBuf>,
+    /// Read the master key from this inherited file descriptor (3 or higher) until end
+    /// of file, for example `--key-fd 3 3<master.key`, instead of from a key file.
+    #[arg(long, value_name = "FD")]
+    key_fd: Option<i32>,
     /// Policy file [default: DATA_DIR/policy.toml].
     #[arg(long)]
     policy: Option<PathBuf>,
@@ -167,6 +218,19 @@ struct ServeArgs {
     /// [default: no metrics listener]. It has no TLS or authentication.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
+    /// The user to serve as when started as root: a name from /etc/passwd, or UID:GID
+    /// [default: nobody]. The data directory is handed to this user.
+    #[arg(long, value_name = "USER")]
+    user: Option<String>,
+    /// Serve even when the kernel lacks Landlock (ABI 4, Linux 6.7) or seccomp, with
+    /// whichever controls it has. Same as `[sandbox] require = false`.
+    #[arg(long)]
+    allow_unconfined: bool,
+    /// Benchmark builds only: serve plain HTTP, every request as principal `admin`,
+    /// from an unencrypted database, to measure what TLS and encryption cost.
+    #[cfg(feature = "insecure-bench")]
+    #[arg(long)]
+    insecure_bench: bool,
 }
 
 #[derive(Parser)]
@@ -210,6 +274,14 @@ struct GatewayArgs {
     /// [default: no metrics listener]. It has no TLS or authentication.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
+    /// The user to serve as when started as root: a name from /etc/passwd, or UID:GID
+    /// [default: nobody]. The data directory is handed to this user.
+    #[arg(long, value_name = "USER")]
+    user: Option<String>,
+    /// Serve even when the kernel lacks Landlock (ABI 4, Linux 6.7) or seccomp, with
+    /// whichever controls it has. Same as `[sandbox] require = false`.
+    #[arg(long)]
+    allow_unconfined: bool,
 }
 
 #[derive(Subcommand)]
@@ -254,6 +326,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 listen: args.listen,
                 data_dir: args.data_dir,
                 key_file: args.key_file,
+                key_fd: args.key_fd,
                 policy: args.policy,
                 tls_certificate: args.tls_cert,
                 tls_key: args.tls_key,
@@ -262,8 +335,31 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 audit_log: args.audit_log,
                 allow_reset: args.allow_reset,
                 metrics_listen: args.metrics_listen,
+                config_file: args.config,
+                user: args.user,
+                allow_unconfined: args.allow_unconfined,
             };
-            serve::run(Settings::resolve(file, overrides)?)?;
+            #[cfg_attr(not(feature = "insecure-bench"), allow(unused_mut))]
+            let mut settings = Settings::resolve(file, overrides)?;
+            #[cfg(feature = "insecure-bench")]
+            {
+                settings.insecure_bench = args.insecure_bench;
+            }
+            // Read before the server opens any file or socket; see key::read_descriptor.
+            let descriptor_key = key::read_configured_descriptor(&settings)?;
+            serve::run(settings, descriptor_key)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Key { command } => {
+            key::run(command)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Backup(args) => {
+            backup::run_backup(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Restore(args) => {
+            backup::run_restore(args)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Gateway(args) => {
@@ -283,6 +379,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 audit_log: args.audit_log,
                 allow_reset: args.allow_reset,
                 metrics_listen: args.metrics_listen,
+                config_file: args.config,
+                user: args.user,
+                allow_unconfined: args.allow_unconfined,
                 ..Overrides::default()
             };
             gateway::run(Settings::resolve(file, overrides)?, upstream)?;
@@ -292,6 +391,8 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Audit {
             command: AuditCommand::Verify { file },
         } => Ok(audit::verify_file(&file)),
+        // The check reports its own errors because it has its own exit statuses.
+        Command::CheckManifests { paths, format } => Ok(manifests::run(&paths, format)),
         Command::Bench {
             command: BenchCommand::Ann(args),
         } => {

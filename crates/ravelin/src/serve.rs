@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use engine::{Engine, UpkeepWorker};
+use sandbox::Sandbox;
 use server::audit::AuditLog;
 use server::throttle::Throttle;
 use server::tls::{ServerTls, TlsPaths};
@@ -17,7 +18,9 @@ use crate::config::Settings;
 /// How often index upkeep looks for indexes to build, compact or checkpoint.
 const UPKEEP_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
 
-pub fn run(settings: Settings) -> Result<()> {
+/// Serves until a signal. `descriptor_key` is the master key already read from
+/// `settings.key_fd`, if that is where it comes from.
+pub fn run(settings: Settings, descriptor_key: Option<store::MasterKey>) -> Result<()> {
     // Bound first, so a port in use fails before a first start creates anything.
     let listener = TcpListener::bind(settings.listen).with_context(|| {
         format!(
@@ -31,7 +34,9 @@ pub fn run(settings: Settings) -> Result<()> {
         None => None,
     };
 
-    let prepared = bootstrap::prepare(&settings)?;
+    let prepared = bootstrap::prepare(&settings, descriptor_key)?;
+    // Held until the process exits, after upkeep has stored its last checkpoints.
+    let _database_lock = prepared.lock;
 
     let tls = Arc::new(ServerTls::load(TlsPaths {
         certificate: settings.tls_certificate.clone(),
@@ -55,20 +60,33 @@ pub fn run(settings: Settings) -> Result<()> {
     };
     let audit = AuditLog::open(&settings.audit_log)
         .with_context(|| format!("cannot open the audit log {}", settings.audit_log.display()))?;
-    let engine = Engine::open(prepared.store, settings.limits.clone())
-        .context("cannot load the database")?;
+    let store = prepared.store;
+    #[cfg(feature = "insecure-bench")]
+    let store = if settings.insecure_bench {
+        drop(store);
+        let path = settings.data_dir.join("db").join("insecure-bench.db");
+        tracing::warn!(path = %path.display(), "opening an unencrypted database: a benchmark build, never for real data");
+        store::Store::open_unencrypted(&path)?
+    } else {
+        store
+    };
+    let engine =
+        Engine::open(store, settings.limits.clone()).context("cannot load the database")?;
 
-    // NOTE: the process keeps the privileges it was started with; dropping root and
-    // confining the process with Landlock and seccomp are not implemented yet.
-    if is_root() {
-        tracing::warn!("running as root; start Ravelin as an unprivileged user");
-    }
+    // Everything is open and bound, and the process has one thread: confine it before
+    // any thread starts. The worker count is read first because it comes from cgroup
+    // files that the sandbox makes unreadable.
+    let worker_threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let mut ports = vec![address.port()];
+    ports.extend(metrics_listener.as_ref().map(|(_, bound)| bound.port()));
+    let sandbox = confine(&settings, &ports, &[])?;
 
     let engine = Arc::new(engine);
     let upkeep = UpkeepWorker::start(Arc::clone(&engine), UPKEEP_PERIOD)
         .context("cannot start the index upkeep thread")?;
 
     let metrics = Arc::new(Metrics::new());
+    metrics.set_sandbox(&sandbox);
     let state = Arc::new(AppState {
         backend: Backend::Engine(Arc::clone(&engine)),
         policy: SharedPolicy::new(prepared.policy),
@@ -90,6 +108,7 @@ pub fn run(settings: Settings) -> Result<()> {
     }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(worker_threads)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
@@ -99,6 +118,8 @@ pub fn run(settings: Settings) -> Result<()> {
             Arc::clone(&tls),
             settings.policy.clone(),
         );
+        #[cfg(feature = "sandbox-probe")]
+        crate::probe::run_on_sigusr2(settings.data_dir.clone());
 
         // One signal stops both listeners. The sender is shared so that the metrics
         // listener also stops when the API listener fails.
@@ -120,9 +141,7 @@ pub fn run(settings: Settings) -> Result<()> {
             ))
         });
 
-        tracing::info!("listening on https://{address} (TLS 1.3, client certificates required)");
-        print_connection_help(&settings, address);
-        let served = server::serve(listener, tls, state, wait_for_stop(stopped)).await;
+        let served = serve_api(listener, tls, state, &settings, wait_for_stop(stopped)).await;
 
         stop.send_replace(true);
         if let Some(task) = metrics_task {
@@ -143,6 +162,25 @@ pub fn run(settings: Settings) -> Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Serves the API on `listener` until `shutdown` completes.
+async fn serve_api(
+    listener: TcpListener,
+    tls: Arc<ServerTls>,
+    state: Arc<AppState>,
+    settings: &Settings,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    let address = listener.local_addr()?;
+    #[cfg(feature = "insecure-bench")]
+    if settings.insecure_bench {
+        tracing::info!("listening on http://{address}");
+        return server::listener::serve_plaintext(listener, "admin", state, shutdown).await;
+    }
+    tracing::info!("listening on https://{address} (TLS 1.3, client certificates required)");
+    print_connection_help(settings, address);
+    server::serve(listener, tls, state, shutdown).await
 }
 
 /// Rereads the policy file and the TLS files (certificate, key, client CA,
@@ -224,16 +262,116 @@ pub(crate) async fn shutdown_signal() {
     }
 }
 
-pub(crate) fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find(|line| line.starts_with("Uid:"))
-                .map(|line| line.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
+/// Applies the sandbox: leaves root, then Landlock and seccomp (see the `sandbox`
+/// crate), allowing TCP binds to `ports` and connections to `connect_ports` only.
+/// Afterwards checks, as the confined process, that the files read while serving are
+/// still readable, and logs what is enforced.
+pub(crate) fn confine(
+    settings: &Settings,
+    ports: &[u16],
+    connect_ports: &[u16],
+) -> Result<sandbox::Status> {
+    let mut plan = Sandbox::new(&settings.data_dir);
+    // SIGHUP rereads the TLS files and the policy, which tools such as cert-manager
+    // replace by rename.
+    plan.reread(&settings.tls_certificate)
+        .reread(&settings.tls_key)
+        .reread(&settings.client_ca)
+        .reread(&settings.policy);
+    if let Some(crl) = &settings.crl {
+        plan.reread(crl);
+    }
+    if let Some(config_file) = &settings.config_file {
+        plan.read_only(config_file);
+    }
+    if let Some(tokens) = &settings.tokens {
+        plan.reread(&tokens.file);
+    }
+    // A panic backtrace reads the symbols from the executable.
+    match std::env::current_exe() {
+        Ok(executable) => {
+            plan.read_only(&executable);
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot locate the executable; panic backtraces will have no symbols");
+        }
+    }
+    for port in ports {
+        plan.bind_port(*port);
+    }
+    for port in connect_ports {
+        plan.allow_connect_port(*port);
+    }
+    let status = plan
+        .apply(settings.sandbox.user.as_ref(), settings.sandbox.require)
+        .context("cannot confine the server process")?;
+
+    check_still_readable(settings, &status)?;
+    tracing::info!(
+        user = %status.user,
+        uid = status.uid,
+        gid = status.gid,
+        privileges_dropped = status.privileges_dropped,
+        no_new_privs = status.no_new_privs,
+        landlock_abi = status.landlock_abi,
+        landlock_fully_enforced = status.landlock_fully_enforced,
+        seccomp = status.seccomp,
+        "sandbox applied"
+    );
+    if !status.privileges_dropped {
+        tracing::warn!(
+            uid = status.uid,
+            gid = status.gid,
+            "serving with uid or gid 0; start Ravelin as an unprivileged user or as root"
+        );
+    }
+    Ok(status)
+}
+
+/// Opens, as the confined process, the data directory and the files reread while
+/// serving. An unreadable data directory or token file stops startup, because revoked
+/// tokens would otherwise stay valid. An unreadable policy or TLS file only makes
+/// SIGHUP reloads fail, so it is a warning.
+fn check_still_readable(settings: &Settings, status: &sandbox::Status) -> Result<()> {
+    std::fs::read_dir(&settings.data_dir).with_context(|| {
+        format!(
+            "user {} cannot open the data directory {}; every directory above it must be searchable by that user (for example chmod o+x), or choose another data directory or --user",
+            status.user,
+            settings.data_dir.display()
+        )
+    })?;
+    if let Some(tokens) = &settings.tokens {
+        match std::fs::File::open(&tokens.file) {
+            Ok(_) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => {
+                return Err(error).with_context(|| {
+                    format!(
+                        "user {} cannot read the token file {}, so revoked tokens would stay valid; make it readable by that user",
+                        status.user,
+                        tokens.file.display()
+                    )
+                })
+            }
+        }
+    }
+    let reloaded = [
+        &settings.policy,
+        &settings.tls_certificate,
+        &settings.tls_key,
+        &settings.client_ca,
+    ];
+    for path in reloaded.into_iter().chain(settings.crl.as_ref()) {
+        if let Err(error) = std::fs::File::open(path) {
+            tracing::warn!(
+                user = %status.user,
+                path = %path.display(),
+                %error,
+                "a file SIGHUP rereads is not readable after dropping privileges, so reloads will fail; make it readable by that user"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Prints how to connect with the stock Python client, using the development PKI's

@@ -2,8 +2,8 @@
 //!
 //! The file holds only each token's SHA-256, so `create` prints the token once and it
 //! cannot be shown again. Writes replace the file atomically (a new file in the same
-//! directory, synced, then renamed over the old one), with mode 0600. A running server
-//! notices the change on its next token request.
+//! directory, synced, then renamed over the old one), with mode 0600 and the owner of
+//! the file it replaces. A running server notices the change on its next token request.
 
 use std::fs;
 use std::io::Write;
@@ -72,6 +72,8 @@ fn write_file(path: &Path, tokens: &TokenFile) -> Result<()> {
             .mode(0o600)
             .open(&staging)
             .with_context(|| format!("cannot create {}", staging.display()))?;
+        keep_owner(&file, path, directory)
+            .with_context(|| format!("cannot set the owner of {}", staging.display()))?;
         file.write_all(tokens.to_toml().as_bytes())
             .and_then(|()| file.sync_all())
             .with_context(|| format!("cannot write {}", staging.display()))?;
@@ -82,6 +84,24 @@ fn write_file(path: &Path, tokens: &TokenFile) -> Result<()> {
         let _ = fs::remove_file(&staging);
     }
     written
+}
+
+/// Gives a new token file, created by root, the owner of the file it replaces, or of
+/// its directory when there is none. A server started as root serves as another user
+/// and rereads the file as that user. It could not read a file owned by root with mode
+/// 0600, so revocations would not take effect.
+fn keep_owner(file: &fs::File, path: &Path, directory: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+
+    if file.metadata()?.uid() != 0 {
+        return Ok(());
+    }
+    let owner = match fs::metadata(path) {
+        Ok(metadata) => metadata,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => fs::metadata(directory)?,
+        Err(error) => return Err(error),
+    };
+    std::os::unix::fs::fchown(file, Some(owner.uid()), Some(owner.gid()))
 }
 
 /// Creates a token for `principal` valid for `lifetime_seconds`; returns the token.

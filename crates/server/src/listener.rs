@@ -20,11 +20,48 @@ use crate::parse_errors::ErrorBodies;
 use crate::tls::ServerTls;
 use crate::AppState;
 
+/// The layer under HTTP: the TLS handshake, or, in a benchmark build
+/// only, plain TCP for one fixed principal.
+enum Transport {
+    Tls(Arc<ServerTls>),
+    #[cfg(feature = "insecure-bench")]
+    Plaintext(Arc<str>),
+}
+
 /// Serves connections from `listener` until `shutdown` completes, then gives in-flight
 /// requests the configured grace period to finish.
 pub async fn serve(
     listener: std::net::TcpListener,
     tls: Arc<ServerTls>,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    accept_loop(listener, Transport::Tls(tls), state, shutdown).await
+}
+
+/// Serves plain HTTP without TLS, every connection as `principal`. Only the
+/// `insecure-bench` feature builds it, to measure what TLS costs; release builds never
+/// enable that feature.
+#[cfg(feature = "insecure-bench")]
+pub async fn serve_plaintext(
+    listener: std::net::TcpListener,
+    principal: &str,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    tracing::warn!(%principal, "serving plain HTTP without TLS or authentication: a benchmark build, never for real data");
+    accept_loop(
+        listener,
+        Transport::Plaintext(principal.into()),
+        state,
+        shutdown,
+    )
+    .await
+}
+
+async fn accept_loop(
+    listener: std::net::TcpListener,
+    transport: Transport,
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
@@ -55,32 +92,34 @@ pub async fn serve(
                     drop(stream);
                     continue;
                 };
-                let acceptor = TlsAcceptor::from(tls.current());
                 let state = Arc::clone(&state);
                 let watcher = graceful.watcher();
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    let _tracked = state.metrics.track_connection();
-                    let Some((tls_stream, client)) = handshake(&acceptor, &state, stream, peer).await else {
-                        return;
-                    };
-                    let header_read_timeout = state.settings.header_read_timeout;
-                    let client = Arc::new(client);
-                    let service = service_fn(move |request: Request<Incoming>| {
-                        let state = Arc::clone(&state);
-                        let client = Arc::clone(&client);
-                        async move { Ok::<_, std::convert::Infallible>(handlers::handle(state, client, request).await) }
-                    });
-                    let mut builder = http1::Builder::new();
-                    builder
-                        .timer(TokioTimer::new())
-                        .header_read_timeout(header_read_timeout)
-                        .keep_alive(true);
-                    let connection = builder.serve_connection(TokioIo::new(ErrorBodies::new(tls_stream)), service);
-                    if let Err(error) = watcher.watch(connection).await {
-                        tracing::debug!(%peer, %error, "connection ended with an error");
+                match &transport {
+                    Transport::Tls(tls) => {
+                        let acceptor = TlsAcceptor::from(tls.current());
+                        tokio::spawn(async move {
+                            let _permit = permit;
+                            let _tracked = state.metrics.track_connection();
+                            let Some((tls_stream, client)) = handshake(&acceptor, &state, stream, peer).await else {
+                                return;
+                            };
+                            serve_http(tls_stream, client, state, watcher).await;
+                        });
                     }
-                });
+                    #[cfg(feature = "insecure-bench")]
+                    Transport::Plaintext(principal) => {
+                        let client = Client {
+                            address: peer,
+                            principal: Ok(principal.to_string()),
+                            fingerprint: None,
+                        };
+                        tokio::spawn(async move {
+                            let _permit = permit;
+                            let _tracked = state.metrics.track_connection();
+                            serve_http(stream, client, state, watcher).await;
+                        });
+                    }
+                }
             }
             () = &mut shutdown => break,
         }
@@ -95,6 +134,34 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+/// Serves HTTP/1.1 requests on one connection until it closes.
+async fn serve_http<S>(
+    stream: S,
+    client: Client,
+    state: Arc<AppState>,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let peer = client.address;
+    let header_read_timeout = state.settings.header_read_timeout;
+    let client = Arc::new(client);
+    let service = service_fn(move |request: Request<Incoming>| {
+        let state = Arc::clone(&state);
+        let client = Arc::clone(&client);
+        async move { Ok::<_, std::convert::Infallible>(handlers::handle(state, client, request).await) }
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .keep_alive(true);
+    let connection = builder.serve_connection(TokioIo::new(ErrorBodies::new(stream)), service);
+    if let Err(error) = watcher.watch(connection).await {
+        tracing::debug!(%peer, %error, "connection ended with an error");
+    }
 }
 
 /// Counts open connections, in all and per IP address, and refuses new ones over the
@@ -189,6 +256,12 @@ async fn handshake(
                 .metrics
                 .tls_handshake_failure(HandshakeFailure::PlaintextHttp);
             reject_plaintext(stream, peer).await;
+            return None;
+        }
+        // A connection closed before its first byte is a TCP health check, such as a
+        // Kubernetes tcpSocket probe, or a port scan: no handshake was attempted.
+        Ok(Ok(0)) => {
+            tracing::debug!(%peer, "connection closed before sending any data");
             return None;
         }
         Ok(Ok(_)) => {}

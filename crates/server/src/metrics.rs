@@ -19,6 +19,8 @@
 //! | `ravelin_open_connections` | gauge | |
 //! | `ravelin_tenants`, `ravelin_databases`, `ravelin_collections`, `ravelin_records` | gauge | |
 //! | `ravelin_indexed_collections`, `ravelin_index_slots`, `ravelin_index_live_slots` | gauge | |
+//! | `ravelin_sandbox_privileges_dropped`, `ravelin_sandbox_no_new_privs`, `ravelin_sandbox_landlock_fully_enforced`, `ravelin_sandbox_seccomp` | gauge, 0 or 1 | |
+//! | `ravelin_sandbox_landlock_abi` | gauge | |
 //! | `ravelin_build_info` | gauge, always 1 | `version` |
 //! | `ravelin_start_time_seconds` | gauge | |
 
@@ -29,7 +31,7 @@ mod tests;
 use std::collections::BTreeMap;
 use std::fmt::{Display, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use engine::{Engine, EngineStats};
@@ -177,6 +179,8 @@ pub struct Metrics {
     denials: [AtomicU64; Denial::ALL.len()],
     handshake_failures: [AtomicU64; HandshakeFailure::ALL.len()],
     open_connections: AtomicU64,
+    /// The sandbox status, set once the sandbox is applied.
+    sandbox: OnceLock<sandbox::Status>,
     /// Seconds since the Unix epoch when the metrics were created.
     start_time: f64,
 }
@@ -232,6 +236,7 @@ impl Metrics {
             denials: std::array::from_fn(|_| AtomicU64::new(0)),
             handshake_failures: std::array::from_fn(|_| AtomicU64::new(0)),
             open_connections: AtomicU64::new(0),
+            sandbox: OnceLock::new(),
             start_time,
         }
     }
@@ -262,6 +267,12 @@ impl Metrics {
 
     pub fn tls_handshake_failure(&self, reason: HandshakeFailure) {
         self.handshake_failures[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records what the sandbox enforces, for the `ravelin_sandbox_*` gauges, which
+    /// are all 0 until then. Only the first call has an effect.
+    pub fn set_sandbox(&self, status: &sandbox::Status) {
+        let _ = self.sandbox.set(status.clone());
     }
 
     /// Counts a connection as open until [`Self::connection_closed`].
@@ -308,6 +319,7 @@ impl Metrics {
         let mut out = String::with_capacity(8192);
         self.render_requests(&mut out);
         self.render_security(&mut out);
+        self.render_sandbox(&mut out);
         if let Some(stats) = stats {
             render_engine(&mut out, stats);
         }
@@ -482,6 +494,39 @@ impl Metrics {
             self.open_connections.load(Ordering::Relaxed),
         );
     }
+
+    fn render_sandbox(&self, out: &mut String) {
+        let unset = sandbox::Status::default();
+        let status = self.sandbox.get().unwrap_or(&unset);
+        let gauges = [
+            (
+                "ravelin_sandbox_privileges_dropped",
+                "1 when the process serves with non-zero uids and gids and no capabilities.",
+                u32::from(status.privileges_dropped),
+            ),
+            (
+                "ravelin_sandbox_no_new_privs",
+                "1 when no_new_privs is set, so no exec or setuid can raise privileges.",
+                u32::from(status.no_new_privs),
+            ),
+            (
+                "ravelin_sandbox_landlock_abi",
+                "The Landlock ABI version the file and port rules use, 0 without Landlock.",
+                status.landlock_abi,
+            ),
+            (
+                "ravelin_sandbox_landlock_fully_enforced",
+                "1 when the Landlock ABI enforces every file and TCP port rule.",
+                u32::from(status.landlock_fully_enforced),
+            ),
+            (
+                "ravelin_sandbox_seccomp",
+                "1 when the seccomp system call filter is installed.",
+                u32::from(status.seccomp),
+            ),
+        ];
+        render_gauges(out, &gauges);
+    }
 }
 
 /// Keeps a connection counted as open; dropping it counts the connection as closed.
@@ -531,6 +576,11 @@ fn render_engine(out: &mut String, stats: &EngineStats) {
             stats.index_live_slots,
         ),
     ];
+    render_gauges(out, &gauges);
+}
+
+/// Writes gauges without labels, each as (name, help, value).
+fn render_gauges(out: &mut String, gauges: &[(&str, &str, impl Display)]) {
     for (name, help, value) in gauges {
         header(out, name, "gauge", help);
         sample(out, name, &[], value);

@@ -9,7 +9,7 @@ use crate::key::MasterKey;
 
 /// The schema version this build writes. Older versions are migrated at open; a newer
 /// version stops startup.
-const SCHEMA_VERSION: i64 = 2;
+pub(crate) const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE meta (
@@ -95,6 +95,14 @@ pub enum StoreError {
     BadValue(String),
     #[error("collection {0} no longer exists")]
     CollectionMissing(String),
+    #[error("the database {path} is open in another process, such as a running `ravelin backup`; wait for it to finish and run the command again")]
+    InUse { path: PathBuf },
+    #[error("cannot {action} {path}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 pub struct TenantRow {
@@ -205,31 +213,24 @@ impl Store {
     }
 
     fn apply_key(&mut self, key: &MasterKey) -> Result<(), StoreError> {
-        let literal = key.sqlcipher_literal();
-        self.connection
-            .pragma_update(None, "key", literal.as_str())?;
-        // SQLCipher would print its own lines on stderr for a wrong key. The error
-        // returned below reports the same in the server's log format. The setting
-        // takes effect only once the connection has a key.
-        self.connection
-            .pragma_update(None, "cipher_log_level", "NONE")?;
+        apply_key(&self.connection, key, &self.path)
+    }
 
-        // SQLCipher checks the key on the first read of a page, so read one now,
-        // before the journal mode or the schema can be touched.
-        let check: Result<i64, rusqlite::Error> =
-            self.connection
-                .query_row("SELECT count(*) FROM sqlite_master", [], |row| row.get(0));
-        match check {
-            Ok(_) => Ok(()),
-            Err(rusqlite::Error::SqliteFailure(error, _))
-                if error.code == rusqlite::ErrorCode::NotADatabase =>
-            {
-                Err(StoreError::WrongKey {
-                    path: self.path.clone(),
-                })
-            }
-            Err(error) => Err(error.into()),
-        }
+    /// Opens or creates a database without encryption. Only the `insecure-bench`
+    /// feature builds it, to measure what encryption costs; release builds never
+    /// enable that feature.
+    #[cfg(feature = "insecure-bench")]
+    pub fn open_unencrypted(path: &Path) -> Result<Store, StoreError> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let mut store = Store {
+            connection: Connection::open_with_flags(path, flags)?,
+            path: path.to_path_buf(),
+        };
+        store.configure()?;
+        store.migrate()?;
+        Ok(store)
     }
 
     fn configure(&mut self) -> Result<(), StoreError> {
@@ -299,28 +300,9 @@ impl Store {
             .optional()?)
     }
 
-    /// Runs SQLCipher's page HMAC check and SQLite's integrity check.
+    /// Runs SQLCipher's page HMAC check and SQLite's quick integrity check.
     pub fn check_integrity(&self) -> Result<(), StoreError> {
-        let mut statement = self.connection.prepare("PRAGMA cipher_integrity_check")?;
-        let problems: Vec<String> = statement
-            .query_map([], |row| row.get(0))?
-            .collect::<Result<_, _>>()?;
-        if let Some(problem) = problems.first() {
-            return Err(StoreError::Corrupt {
-                path: self.path.clone(),
-                detail: problem.clone(),
-            });
-        }
-        let result: String = self
-            .connection
-            .query_row("PRAGMA quick_check", [], |row| row.get(0))?;
-        if result != "ok" {
-            return Err(StoreError::Corrupt {
-                path: self.path.clone(),
-                detail: result,
-            });
-        }
-        Ok(())
+        check_integrity(&self.connection, &self.path, IntegrityCheck::Quick)
     }
 
     /// Reads the catalog: tenants, databases and collections, in creation order.
@@ -679,6 +661,77 @@ pub struct Checkpoint {
     /// Every record write with a sequence number up to this one is in the checkpoint.
     pub seq: i64,
     pub bytes: Vec<u8>,
+}
+
+/// The depth of the b-tree check that [`check_integrity`] runs after the page HMACs.
+#[derive(Clone, Copy)]
+pub(crate) enum IntegrityCheck {
+    /// `PRAGMA quick_check`: page structure, without checking that indexes match
+    /// their tables.
+    Quick,
+    /// `PRAGMA integrity_check`: everything, including index contents.
+    Full,
+}
+
+/// Runs `PRAGMA cipher_integrity_check`, which checks the HMAC of every page, then
+/// SQLite's quick or full integrity check. The first problem found is the error.
+pub(crate) fn check_integrity(
+    connection: &Connection,
+    path: &Path,
+    check: IntegrityCheck,
+) -> Result<(), StoreError> {
+    let corrupt = |detail: String| StoreError::Corrupt {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let mut statement = connection.prepare("PRAGMA cipher_integrity_check")?;
+    let problems: Vec<String> = statement
+        .query_map([], |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
+    if let Some(problem) = problems.into_iter().next() {
+        return Err(corrupt(problem));
+    }
+
+    let pragma = match check {
+        IntegrityCheck::Quick => "PRAGMA quick_check",
+        IntegrityCheck::Full => "PRAGMA integrity_check",
+    };
+    let result: String = connection.query_row(pragma, [], |row| row.get(0))?;
+    if result != "ok" {
+        return Err(corrupt(result));
+    }
+    Ok(())
+}
+
+/// Keys a new connection to the database at `path` and checks the key by reading a
+/// page, so that nothing is written with a wrong key.
+pub(crate) fn apply_key(
+    connection: &Connection,
+    key: &MasterKey,
+    path: &Path,
+) -> Result<(), StoreError> {
+    let literal = key.sqlcipher_literal();
+    connection.pragma_update(None, "key", literal.as_str())?;
+    // SQLCipher would print its own lines on stderr for a wrong key. The error
+    // returned below reports the same in the server's log format. The setting
+    // takes effect only once the connection has a key.
+    connection.pragma_update(None, "cipher_log_level", "NONE")?;
+
+    // SQLCipher checks the key on the first read of a page, so read one now,
+    // before the journal mode or the schema can be touched.
+    let check: Result<i64, rusqlite::Error> =
+        connection.query_row("SELECT count(*) FROM sqlite_master", [], |row| row.get(0));
+    match check {
+        Ok(_) => Ok(()),
+        Err(rusqlite::Error::SqliteFailure(error, _))
+            if error.code == rusqlite::ErrorCode::NotADatabase =>
+        {
+            Err(StoreError::WrongKey {
+                path: path.to_path_buf(),
+            })
+        }
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// Fails with [`StoreError::CollectionMissing`] unless the collection exists.

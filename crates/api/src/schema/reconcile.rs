@@ -40,6 +40,8 @@ const SPANN_DEFAULTS: &[(&str, f64)] = &[
 /// server's available parallelism, as Chroma 1.5.9 does. Ravelin's exact scan does not
 /// use it.
 pub(crate) fn default_num_threads() -> u64 {
+    // NOTE: inside the server's sandbox the cgroup files are unreadable, so this
+    // counts the CPUs of the affinity mask and ignores a CPU quota.
     std::thread::available_parallelism().map_or(1, |threads| threads.get() as u64)
 }
 

@@ -172,6 +172,41 @@ fn fresh_metrics_render_valid_text() {
 }
 
 #[test]
+fn sandbox_gauges_follow_status() {
+    let metrics = Metrics::new();
+    let names = [
+        "ravelin_sandbox_privileges_dropped",
+        "ravelin_sandbox_no_new_privs",
+        "ravelin_sandbox_landlock_fully_enforced",
+        "ravelin_sandbox_seccomp",
+        "ravelin_sandbox_landlock_abi",
+    ];
+    let before = render(&metrics);
+    for name in names {
+        assert_eq!(value(&before, name, &[]), Some(0.0), "{name} before apply");
+    }
+
+    metrics.set_sandbox(&sandbox::Status {
+        user: "nobody".into(),
+        uid: 65534,
+        gid: 65534,
+        privileges_dropped: true,
+        no_new_privs: true,
+        landlock_abi: 6,
+        landlock_fully_enforced: true,
+        seccomp: true,
+    });
+    let after = render(&metrics);
+    for name in &names[..4] {
+        assert_eq!(value(&after, name, &[]), Some(1.0), "{name}");
+    }
+    assert_eq!(
+        value(&after, "ravelin_sandbox_landlock_abi", &[]),
+        Some(6.0)
+    );
+}
+
+#[test]
 fn engine_totals_rendered_as_gauges() {
     let stats = EngineStats {
         tenants: 2,
