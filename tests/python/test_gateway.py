@@ -18,8 +18,8 @@ import base64
 import http.server
 import ssl
 import json
-import math
 import os
+import shutil
 import signal
 import struct
 import subprocess
@@ -179,7 +179,8 @@ def issue_clients(server: RavelinServer, principals) -> None:
         assert issued.returncode == 0, issued.stderr
 
 
-def start_gateway(factory, tmp_path: Path, upstream: str, config: str = "", extra=()) -> RavelinServer:
+def start_gateway(factory, tmp_path: Path, upstream: str, config: str = "", extra=(),
+                  data_dir: Optional[Path] = None) -> RavelinServer:
     policy = tmp_path / "gateway-policy.toml"
     policy.write_text(POLICY)
     args = ["--upstream", upstream, "--policy", str(policy), *extra]
@@ -187,7 +188,7 @@ def start_gateway(factory, tmp_path: Path, upstream: str, config: str = "", extr
         path = tmp_path / "gateway.toml"
         path.write_text(config)
         args += ["--config", str(path)]
-    return factory.start(extra_args=args, command="gateway")
+    return factory.start(data_dir=data_dir, extra_args=args, command="gateway")
 
 
 @pytest.fixture(scope="module")
@@ -279,8 +280,8 @@ def test_client_flow_through_gateway(fresh, chroma):
 
 @requires_chroma
 def test_rename_onto_taken_name_conflicts(fresh, chroma):
-    """Chroma 1.5.9 answers this rename with a 500 and its SQL error; the gateway
-    answers 409 as serve does, and forwards nothing."""
+    """Chroma 1.5.9 returns a 500 with its SQL error for this rename. The gateway
+    returns 409 as serve does, and forwards nothing."""
     other = send(fresh, "POST", COLLECTIONS, {"name": "other"})
     assert other.status_code == 200, other.text
     before = chroma.state()
@@ -302,6 +303,29 @@ def test_admin_flow_through_gateway(fresh, chroma):
     admin.delete_database("prod")
     with chroma.http() as http:
         assert http.get("/tenants/default_tenant/databases/prod").status_code == 404
+
+
+@requires_chroma
+def test_two_gateways_share_one_chroma(fresh, server_factory, chroma, tmp_path):
+    """The gateway keeps no state of its own, so a second one with the same PKI serves
+    the same data, and a collection deleted through one is missing through the other."""
+    data_dir = server_factory.new_data_dir()
+    data_dir.mkdir(mode=0o700)
+    shutil.copytree(fresh.data_dir / "pki", data_dir / "pki")
+    second = start_gateway(server_factory, tmp_path, chroma.url, data_dir=data_dir)
+
+    created = send(fresh, "POST", COLLECTIONS, {"name": "shared"})
+    shared_id = created.json()["id"]
+    added = send(second, "POST", f"{COLLECTIONS}/{shared_id}/add",
+                 {"ids": ["x"], "embeddings": [[1.0, 0.0, 0.0]], "documents": ["from the second"]})
+    assert added.status_code == 201, added.text
+    got = send(fresh, "POST", f"{COLLECTIONS}/{shared_id}/get", {"ids": ["x"]})
+    assert got.json()["documents"] == ["from the second"]
+
+    deleted = send(second, "DELETE", f"{COLLECTIONS}/shared")
+    assert deleted.status_code == 200, deleted.text
+    gone = send(fresh, "GET", f"{COLLECTIONS}/{shared_id}/count")
+    assert gone.status_code == 404, gone.text
 
 
 # Hostile requests: each must be rejected and Chroma must hold exactly what it held.
@@ -650,7 +674,7 @@ def test_unreachable_upstream_answers_502(server_factory, tmp_path):
     server = start_gateway(server_factory, tmp_path, f"http://127.0.0.1:{free_port()}")
     server.server_errors_expected = True
     assert_error(send(server, "GET", f"{COLLECTIONS}/anything"), (502,), "unreachable upstream")
-    # Health endpoints of the gateway itself still answer.
+    # The gateway's own heartbeat still succeeds.
     assert send(server, "GET", "/heartbeat").status_code == 200
 
 
@@ -704,8 +728,8 @@ def test_token_sent_to_upstream(server_factory, fake_chroma, tmp_path):
 
 def test_https_upstream_with_client_certificate(server_factory, tmp_path):
     """An https upstream that requires a client certificate: the gateway verifies the
-    upstream against `ca` and presents `certificate`; without the right CA it gets no
-    response and answers 502."""
+    upstream against `ca` and presents `certificate`. With another CA the handshake
+    fails and the client gets 502."""
     ca_cert, ca_key = certs.new_ca("upstream test CA")
     server_cert, server_key = certs.issue(ca_cert, ca_key, "chroma", server_names=["127.0.0.1"])
     client_cert, client_key = certs.issue(ca_cert, ca_key, "gateway")
