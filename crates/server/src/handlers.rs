@@ -12,7 +12,7 @@ use api::requests::{
 use auth::{Action, Decision, Level, Policy, Resource};
 use bytes::Bytes;
 use engine::Engine;
-use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -63,6 +63,7 @@ pub(crate) async fn handle(
     // The Chroma clients attach this id to the exceptions they raise, so a user's
     // error report can be matched to the server log line and the audit record.
     let trace_id = Uuid::new_v4().simple().to_string();
+    let has_body = !hyper::body::Body::is_end_stream(request.body());
 
     let (result, decision, route_name) = respond(&state, &client, request).await;
     let (mut status, mut body) = match result {
@@ -106,6 +107,12 @@ pub(crate) async fn handle(
     }
     if status == StatusCode::TOO_MANY_REQUESTS {
         headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    // A request refused before its body was read leaves that body on the connection,
+    // so hyper closes the connection after the response. Saying so in the response
+    // keeps the client from sending its next request on a connection about to close.
+    if has_body && (status.is_client_error() || status.is_server_error()) {
+        headers.insert(CONNECTION, HeaderValue::from_static("close"));
     }
     response
 }
