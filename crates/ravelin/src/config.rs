@@ -78,7 +78,7 @@ pub struct ConfigFile {
     pub sandbox: SandboxSection,
 }
 
-/// Process confinement; see docs/security.md.
+/// Process confinement; see docs/SECURITY.md.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SandboxSection {
