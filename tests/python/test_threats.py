@@ -1187,6 +1187,20 @@ def test_row_06_unreadable_revocation_list_refuses_start(server_factory, tmp_pat
     assert "revocation list" in result.stderr
 
 
+def test_refused_before_body_closes_connection(server, ref):
+    """A request refused before its body is read says ``Connection: close``: the unread
+    body stays on the connection, so the server closes it, and a client that reused
+    it for its next request would see a disconnect instead of a response."""
+    head = (
+        f"POST {API}{ref.path}/add HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {DEFAULT_MAX_BODY_BYTES + 1}\r\n\r\n"
+    ).encode()
+    response = exchange(server, head, [b"{"])
+    assert response.status == 413, response.text
+    assert response.headers.get("connection", "").lower() == "close", response.headers
+    assert_serving(server, ref)
+
+
 # Row 7: malformed credentials.
 
 TOKENS_ENABLED = "[tokens]\nenabled = true\n"

@@ -198,7 +198,7 @@ fn read_token_file(path: &Path) -> Result<String> {
     Ok(token.to_string())
 }
 
-/// Process confinement; see docs/security.md.
+/// Process confinement; see docs/SECURITY.md.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SandboxSection {

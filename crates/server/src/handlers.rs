@@ -7,9 +7,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use api::error::{collection_not_found, database_not_found, tenant_not_found, ApiError, ErrorKind};
 use auth::{Action, Decision, Level, Policy, Resource};
 use bytes::Bytes;
-use http::header::{
-    CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, TRANSFER_ENCODING,
-};
+use http::header::{CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -65,7 +63,7 @@ pub(crate) async fn handle(
     // The Chroma clients attach this id to the exceptions they raise, so a user's
     // error report can be matched to the server log line and the audit record.
     let trace_id = Uuid::new_v4().simple().to_string();
-    let sent_body = has_body(request.headers());
+    let has_body = !hyper::body::Body::is_end_stream(request.body());
 
     let (result, decision, route_name) = respond(&state, &client, request).await;
     let (mut status, mut body) = match result {
@@ -110,23 +108,13 @@ pub(crate) async fn handle(
     if status == StatusCode::TOO_MANY_REQUESTS {
         headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
     }
-    // A request rejected before its body was read leaves the rest of that body on the
-    // connection, so hyper closes it after the response. Saying so keeps the client
-    // from sending its next request on a connection that is about to close.
-    if sent_body && !status.is_success() {
+    // A request refused before its body was read leaves that body on the connection,
+    // so hyper closes the connection after the response. Saying so in the response
+    // keeps the client from sending its next request on a connection about to close.
+    if has_body && (status.is_client_error() || status.is_server_error()) {
         headers.insert(CONNECTION, HeaderValue::from_static("close"));
     }
     response
-}
-
-/// Returns true when the request declares a body: a non-zero Content-Length, or any
-/// Transfer-Encoding.
-fn has_body(headers: &http::HeaderMap) -> bool {
-    let declared = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|text| text.trim() != "0");
-    declared || headers.contains_key(TRANSFER_ENCODING)
 }
 
 fn status_of(error: &ApiError) -> StatusCode {
