@@ -26,7 +26,7 @@ use crate::responses::{
 };
 use crate::schema::Schema;
 
-/// The longest upstream error message passed to a client, in characters.
+/// The maximum length of an upstream error message passed to a client, in characters.
 const MAX_MESSAGE_CHARS: usize = 1024;
 
 /// An error response of the upstream: its status and, when the body is Chroma's error

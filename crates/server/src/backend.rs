@@ -18,7 +18,7 @@ use crate::operation::Operation;
 use crate::routes::Scope;
 use crate::upstream::Upstream;
 
-/// Where operations run.
+/// The place operations run.
 #[derive(Clone)]
 pub enum Backend {
     /// The embedded engine over the local encrypted store.
@@ -132,7 +132,8 @@ pub(crate) fn run_on_engine(engine: &Engine, operation: Operation) -> Result<Rep
     }
 }
 
-/// The reply to a successful record write: 201 for add, as Chroma sends, else 200.
+/// Builds the reply to a successful record write: 201 for add, as Chroma sends, else
+/// 200.
 pub(crate) fn written(kind: WriteKind) -> Result<Reply, ApiError> {
     let status = match kind {
         WriteKind::Add => StatusCode::CREATED,

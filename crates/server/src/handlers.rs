@@ -616,13 +616,14 @@ async fn read_within_limits(
 
 /// The outcome of decoding an allowed request.
 enum Prepared {
-    /// A route the front answers itself.
+    /// A route the front responds to itself.
     Answered(Reply),
     /// An operation for the backend.
     Run(Box<Operation>),
 }
 
-/// Answers the routes that need no backend, and decodes the others into an operation.
+/// Builds the replies of routes that need no backend, and decodes the others into an
+/// operation.
 fn prepare(
     state: &AppState,
     principal: &str,

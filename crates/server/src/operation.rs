@@ -52,7 +52,7 @@ pub(crate) struct Page {
 }
 
 /// Decodes an allowed route's query string and body. Returns `None` for the routes
-/// the front answers itself (heartbeat, version, pre-flight, identity, and the
+/// the front responds to itself (heartbeat, version, pre-flight, identity, and the
 /// routes Ravelin does not implement).
 pub(crate) fn decode_operation(
     route: Route,

@@ -5,7 +5,7 @@
 //! ([`api::encode`]), never from the bytes the client sent, and each response is
 //! decoded and checked with the request limits ([`api::upstream`]) and then encoded
 //! by Ravelin's own response types. An upstream error maps to the error Chroma's
-//! clients expect for it; an upstream that cannot be reached, is too slow or sends
+//! clients expect for it. An upstream that cannot be reached, is too slow or sends
 //! something invalid gets the client a 502, 503 or 504 in Chroma's error JSON.
 //!
 //! Chroma does not check that a collection id in a path belongs to the path's tenant
@@ -498,9 +498,9 @@ impl Upstream {
         }
     }
 
-    /// Fails with 409 when another collection in the scope has the name a rename asks
-    /// for. Chroma 1.5.9 answers such a rename with a 500 carrying its SQL error, and
-    /// serve answers 409.
+    /// Fails with 409 when another collection in the scope has the name a rename
+    /// requests. Chroma 1.5.9 returns a 500 with its SQL error for such a rename, and
+    /// serve returns 409.
     ///
     /// NOTE: a collection created under that name between this check and the rename
     /// still gets Chroma's 500.
@@ -593,7 +593,7 @@ impl Upstream {
     }
 }
 
-/// The client's error for a request that got no response.
+/// Returns the client's error for a request that got no response.
 fn client_error(failure: &Failure) -> ApiError {
     match failure {
         Failure::Busy(_) => ApiError::new(

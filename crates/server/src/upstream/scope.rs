@@ -1,7 +1,7 @@
 //! The tenant, database and name of collections the upstream has shown, by id.
 //!
 //! A collection's id is a random UUID and never moves to another tenant or database,
-//! so its scope, once seen, stays true for as long as the id exists; a deleted and
+//! so its scope, once seen, stays true for as long as the id exists. A deleted and
 //! recreated collection gets a new id. Its name can change through a rename on any
 //! gateway before the same upstream, and grants can name collections, so a name is
 //! trusted for [`NAME_TTL`] only and then fetched again.
