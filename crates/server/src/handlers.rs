@@ -265,7 +265,7 @@ async fn execute_allowed(
         .map_err(task_failed)?,
         Backend::Upstream(upstream) => {
             // The budget and the in-flight slot stay taken until the upstream has
-            // answered, because the decoded request lives until then.
+            // responded, because the decoded request lives until then.
             let _budget = budget;
             let _in_flight = in_flight;
             let prepared = tokio::task::spawn_blocking(move || {
