@@ -51,8 +51,13 @@ pub enum ErrorKind {
     Internal,
     /// 501 `ChromaError`: a route Ravelin does not implement.
     NotImplemented,
+    /// 502 `ChromaError`: the upstream Chroma of a gateway failed or sent an invalid
+    /// response.
+    BadGateway,
     /// 503 `ChromaError`: the server cannot take the request now.
     Unavailable,
+    /// 504 `ChromaError`: the upstream Chroma of a gateway did not answer in time.
+    GatewayTimeout,
 }
 
 impl ErrorKind {
@@ -75,7 +80,9 @@ impl ErrorKind {
             ErrorKind::HeadersTooLarge => 431,
             ErrorKind::Internal => 500,
             ErrorKind::NotImplemented => 501,
+            ErrorKind::BadGateway => 502,
             ErrorKind::Unavailable => 503,
+            ErrorKind::GatewayTimeout => 504,
         }
     }
 
@@ -98,7 +105,9 @@ impl ErrorKind {
             | ErrorKind::UriTooLong
             | ErrorKind::HeadersTooLarge
             | ErrorKind::NotImplemented
-            | ErrorKind::Unavailable => "ChromaError",
+            | ErrorKind::BadGateway
+            | ErrorKind::Unavailable
+            | ErrorKind::GatewayTimeout => "ChromaError",
         }
     }
 }

@@ -7,6 +7,8 @@
 //! - [`error`]: [`ApiError`], which fixes the HTTP status and Chroma's error name.
 //! - [`requests`]: request bodies decoded into typed values.
 //! - [`responses`]: response bodies.
+//! - [`encode`]: decoded requests encoded back to JSON, for the gateway.
+//! - [`upstream`]: an upstream Chroma's responses, decoded and checked.
 //! - [`metadata`]: metadata values with integers and floats kept apart.
 //! - [`filter`]: the `where` and `where_document` grammar, parsed and evaluated.
 //! - [`config`]: collection configuration with Chroma's defaults.
@@ -21,6 +23,7 @@
 
 pub mod config;
 pub mod embedding;
+pub mod encode;
 pub mod error;
 pub mod filter;
 #[doc(hidden)]
@@ -31,6 +34,7 @@ pub mod names;
 pub mod requests;
 pub mod responses;
 pub mod schema;
+pub mod upstream;
 
 pub use error::{ApiError, ErrorKind};
 pub use limits::Limits;

@@ -98,7 +98,7 @@ impl CreateNamed {
 }
 
 /// `POST .../collections`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CreateCollection {
     pub name: String,
     pub metadata: Option<Metadata>,
@@ -187,12 +187,14 @@ fn decode_schema(value: &Value, limits: &Limits) -> Result<Schema, ApiError> {
 }
 
 /// `PUT .../collections/{id}`: modify.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UpdateCollection {
     pub new_name: Option<String>,
     pub new_metadata: Option<Metadata>,
     /// Applied to the stored configuration by
-    /// [`CollectionConfiguration::apply_update`].
+    /// [`CollectionConfiguration::apply_update`]. Rebuilt from the checked parts of
+    /// the request: the non-null `hnsw` parameters and the embedding function. A
+    /// `spann` section is dropped, because Ravelin has no SPANN index.
     pub new_configuration: Option<Value>,
 }
 
@@ -210,18 +212,44 @@ impl UpdateCollection {
         let new_metadata = field(object, "new_metadata")
             .map(|value| decode_collection_metadata(value, limits))
             .transpose()?;
-        let new_configuration = field(object, "new_configuration").cloned();
-        if let Some(configuration) = &new_configuration {
-            // Checked here so an invalid update fails before any lookup.
-            CollectionConfiguration::default()
-                .apply_update(configuration, limits.max_embedding_function_bytes)?;
-        }
+        let new_configuration = match field(object, "new_configuration") {
+            None => None,
+            Some(configuration) => {
+                // Checked here so an invalid update fails before any lookup.
+                CollectionConfiguration::default()
+                    .apply_update(configuration, limits.max_embedding_function_bytes)?;
+                Some(checked_configuration_update(configuration))
+            }
+        };
         Ok(UpdateCollection {
             new_name,
             new_metadata,
             new_configuration,
         })
     }
+}
+
+/// Rebuilds a `new_configuration` that [`CollectionConfiguration::apply_update`]
+/// accepted from the parts it reads, leaving out nulls and the ignored `spann`.
+fn checked_configuration_update(update: &Value) -> Value {
+    let mut checked = Map::new();
+    if let Some(hnsw) = update.get("hnsw").and_then(Value::as_object) {
+        let parameters: Map<String, Value> = hnsw
+            .iter()
+            .filter(|(_, value)| !value.is_null())
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect();
+        if !parameters.is_empty() {
+            checked.insert("hnsw".into(), Value::Object(parameters));
+        }
+    }
+    if let Some(function) = update
+        .get("embedding_function")
+        .filter(|value| !value.is_null())
+    {
+        checked.insert("embedding_function".into(), function.clone());
+    }
+    Value::Object(checked)
 }
 
 /// The record write a batch is for. The rules differ: add and upsert need
@@ -234,7 +262,7 @@ pub enum WriteKind {
 }
 
 /// `add`, `upsert` and `update`: columns of equal length, one row per record.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RecordBatch {
     pub ids: Vec<String>,
     pub embeddings: Option<Vec<Vec<f32>>>,
@@ -334,7 +362,7 @@ impl RecordBatch {
 }
 
 /// `delete`.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub struct DeleteRecords {
     pub ids: Option<Vec<String>>,
     pub filter: Filter,
@@ -424,7 +452,7 @@ impl Include {
 }
 
 /// `get`.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub struct GetRecords {
     pub ids: Option<Vec<String>>,
     pub filter: Filter,
@@ -466,7 +494,7 @@ impl GetRecords {
 }
 
 /// `query`.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub struct QueryRecords {
     pub ids: Option<Vec<String>>,
     pub query_embeddings: Vec<Vec<f32>>,

@@ -181,6 +181,13 @@ pub struct CollectionResponse {
     pub version: i64,
 }
 
+/// A tenant as the API returns it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TenantResponse {
+    pub name: String,
+    pub resource_name: Option<String>,
+}
+
 /// A database as the API returns it.
 #[derive(Debug, Clone, Serialize)]
 pub struct DatabaseResponse {

@@ -12,11 +12,7 @@ use crate::state::{Catalog, CollectionEntry, DatabaseEntry, RecordSet, Records, 
 use crate::{internal, Engine};
 
 /// A tenant as the API returns it.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct TenantInfo {
-    pub name: String,
-    pub resource_name: Option<String>,
-}
+pub use api::responses::TenantResponse as TenantInfo;
 
 impl Catalog {
     pub(crate) fn require_tenant(&self, tenant: &str) -> Result<(), ApiError> {

@@ -97,6 +97,23 @@ pub fn prepare(settings: &Settings, descriptor_key: Option<MasterKey>) -> Result
     })
 }
 
+/// Prepares the data directory of `ravelin gateway`, which keeps no database there:
+/// only the development PKI (when the TLS paths are the default ones), the policy and
+/// the audit log. A new data directory gets the development policy, as in serve.
+pub fn prepare_front(settings: &Settings) -> Result<Policy> {
+    let first_start = !settings.data_dir.exists();
+    if first_start {
+        pki::create_private_dir(&settings.data_dir)?;
+    } else {
+        warn_if_open(&settings.data_dir);
+    }
+    if settings.tls_is_default && !settings.pki_dir().exists() {
+        tracing::info!(dir = %settings.pki_dir().display(), "creating a development PKI");
+        pki::create_development_pki(&settings.pki_dir())?;
+    }
+    load_policy(settings, first_start)
+}
+
 /// Returns the key for a new database: the key from the descriptor, the configured key
 /// file if it exists, or a new random key written to the default key file.
 fn first_start_key(settings: &Settings, descriptor_key: Option<MasterKey>) -> Result<MasterKey> {

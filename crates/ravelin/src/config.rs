@@ -37,6 +37,18 @@
 //! [sandbox]
 //! user = "nobody"                         # the user a start as root switches to
 //! require = true                          # refuse to start without Landlock and seccomp
+//!
+//! [upstream]                              # `ravelin gateway` only; see gateway.md
+//! url = "https://chroma.internal:8000"    # or --upstream
+//! ca = "/etc/ravelin/chroma-ca.pem"       # required for https
+//! certificate = "/etc/ravelin/gateway.pem" # client certificate for the upstream
+//! key = "/etc/ravelin/gateway.key"
+//! token_file = "/run/secrets/chroma-token" # mode 0600 or stricter
+//! token_header = "authorization"          # or "x-chroma-token"
+//! connect_timeout_seconds = 5
+//! request_timeout_seconds = 60
+//! max_connections = 64
+//! max_response_bytes = 268435456
 //! ```
 
 use std::net::SocketAddr;
@@ -76,6 +88,114 @@ pub struct ConfigFile {
     pub network: NetworkSection,
     #[serde(default)]
     pub sandbox: SandboxSection,
+    #[serde(default)]
+    pub upstream: UpstreamSection,
+}
+
+/// The upstream Chroma of `ravelin gateway`. `ravelin serve` ignores this section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSection {
+    pub url: Option<String>,
+    pub ca: Option<PathBuf>,
+    pub certificate: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// A file holding the token, so the token never appears in argv or the
+    /// environment.
+    pub token_file: Option<PathBuf>,
+    pub token_header: Option<String>,
+    pub connect_timeout_seconds: Option<u64>,
+    pub request_timeout_seconds: Option<u64>,
+    pub max_connections: Option<usize>,
+    pub max_response_bytes: Option<usize>,
+}
+
+impl UpstreamSection {
+    /// Builds the upstream settings, with `url` overriding the section's. Reads the
+    /// token file, which must not be readable by group or others.
+    pub fn resolve(&self, url: Option<String>) -> Result<server::upstream::UpstreamSettings> {
+        let Some(url) = url.or_else(|| self.url.clone()) else {
+            anyhow::bail!(
+                "no upstream Chroma given; pass --upstream URL or set url in the [upstream] section of the configuration file"
+            );
+        };
+        let mut settings = server::upstream::UpstreamSettings::new(url);
+        settings.ca = self.ca.clone();
+        settings.certificate = self.certificate.clone();
+        settings.key = self.key.clone();
+        settings.token_header = match self.token_header.as_deref() {
+            None | Some("authorization") => server::upstream::TokenHeader::Authorization,
+            Some("x-chroma-token") => server::upstream::TokenHeader::XChromaToken,
+            Some(other) => anyhow::bail!(
+                "invalid upstream.token_header [{other}]: expected authorization or x-chroma-token"
+            ),
+        };
+        if let Some(path) = &self.token_file {
+            settings.token = Some(read_token_file(path)?);
+        } else if self.token_header.is_some() {
+            anyhow::bail!("upstream.token_header needs upstream.token_file");
+        }
+
+        let seconds = |value: Option<u64>, name: &str, default: std::time::Duration| match value {
+            None => Ok(default),
+            Some(value) if (1..=3600).contains(&value) => Ok(std::time::Duration::from_secs(value)),
+            Some(value) => Err(anyhow::anyhow!(
+                "invalid upstream.{name} {value}: expected 1 to 3600"
+            )),
+        };
+        settings.connect_timeout = seconds(
+            self.connect_timeout_seconds,
+            "connect_timeout_seconds",
+            settings.connect_timeout,
+        )?;
+        settings.request_timeout = seconds(
+            self.request_timeout_seconds,
+            "request_timeout_seconds",
+            settings.request_timeout,
+        )?;
+        match self.max_connections {
+            None => {}
+            Some(value) if (1..=65_536).contains(&value) => settings.max_connections = value,
+            Some(value) => {
+                anyhow::bail!("invalid upstream.max_connections {value}: expected 1 to 65536")
+            }
+        }
+        match self.max_response_bytes {
+            None => {}
+            Some(value) if value >= 1024 => settings.max_response_bytes = value,
+            Some(value) => {
+                anyhow::bail!("invalid upstream.max_response_bytes {value}: expected at least 1024")
+            }
+        }
+        Ok(settings)
+    }
+}
+
+/// Reads a token file: one line, surrounding whitespace removed, no access for group
+/// or others.
+fn read_token_file(path: &Path) -> Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+
+    let metadata = std::fs::metadata(path)
+        .with_context(|| format!("cannot read the upstream token file {}", path.display()))?;
+    let mode = metadata.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        anyhow::bail!(
+            "the upstream token file {} is readable by other users (mode {mode:o}); run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        );
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the upstream token file {}", path.display()))?;
+    let token = text.trim();
+    if token.is_empty() || token.contains(['\n', '\r']) {
+        anyhow::bail!(
+            "the upstream token file {} must hold the token on one line",
+            path.display()
+        );
+    }
+    Ok(token.to_string())
 }
 
 /// Process confinement; see docs/SECURITY.md.
@@ -559,6 +679,49 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn upstream_section_resolved() {
+        let file: ConfigFile = toml::from_str(
+            "[upstream]\nurl = \"http://127.0.0.1:8001\"\nmax_connections = 8\nrequest_timeout_seconds = 5",
+        )
+        .unwrap();
+        let settings = file.upstream.resolve(None).unwrap();
+        assert_eq!(settings.url, "http://127.0.0.1:8001");
+        assert_eq!(settings.max_connections, 8);
+        assert_eq!(settings.request_timeout, std::time::Duration::from_secs(5));
+        let flag = file
+            .upstream
+            .resolve(Some("http://127.0.0.1:9".into()))
+            .unwrap();
+        assert_eq!(flag.url, "http://127.0.0.1:9");
+
+        assert!(UpstreamSection::default().resolve(None).is_err());
+        for bad in [
+            "max_connections = 0",
+            "token_header = \"cookie\"",
+            "connect_timeout_seconds = 0",
+        ] {
+            let file: ConfigFile =
+                toml::from_str(&format!("[upstream]\nurl = \"http://h:1\"\n{bad}")).unwrap();
+            assert!(file.upstream.resolve(None).is_err(), "{bad}");
+        }
+        assert!(toml::from_str::<ConfigFile>("[upstream]\ntoken = \"x\"").is_err());
+    }
+
+    #[test]
+    fn token_file_must_be_private() {
+        use std::os::unix::fs::PermissionsExt;
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "secret-token\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let error = read_token_file(&path).unwrap_err();
+        assert!(error.to_string().contains("chmod 600"), "{error}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read_token_file(&path).unwrap(), "secret-token");
+    }
 
     #[test]
     fn unknown_keys_rejected() {

@@ -5,6 +5,7 @@ mod backup;
 mod bench;
 mod bootstrap;
 mod config;
+mod gateway;
 mod key;
 mod manifests;
 mod pki;
@@ -60,6 +61,11 @@ enum Command {
     /// Serve the Chroma API v2 over HTTPS. On first start, creates the data directory
     /// with a development PKI, a master key, a policy and the encrypted database.
     Serve(ServeArgs),
+    /// Serve the same HTTPS front before an upstream Chroma instead of the embedded
+    /// engine: requests are checked, rebuilt and forwarded, and responses checked.
+    /// Keeps no database; the data directory contains the development PKI, the policy
+    /// and the audit log.
+    Gateway(GatewayArgs),
     /// Manage the development PKI.
     Pki {
         #[command(subcommand)]
@@ -227,6 +233,57 @@ struct ServeArgs {
     insecure_bench: bool,
 }
 
+#[derive(Parser)]
+struct GatewayArgs {
+    /// The upstream Chroma, such as http://127.0.0.1:8001 or https://chroma:8000; overrides
+    /// `url` in the [upstream] section of the configuration file.
+    #[arg(long, value_name = "URL")]
+    upstream: Option<String>,
+    /// TOML configuration file; flags override its values.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Data directory for the development PKI, policy and audit log [default: ravelin-data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Address and port to listen on [default: 127.0.0.1:8000].
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Policy file [default: DATA_DIR/policy.toml].
+    #[arg(long)]
+    policy: Option<PathBuf>,
+    /// Server certificate chain, PEM [default: DATA_DIR/pki/server.pem].
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// Server private key, PEM [default: DATA_DIR/pki/server.key].
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+    /// CA certificates that client certificates must chain to, PEM [default: DATA_DIR/pki/ca.pem].
+    #[arg(long)]
+    client_ca: Option<PathBuf>,
+    /// Certificate revocation lists of the client CA, PEM; reread on SIGHUP [default: none].
+    #[arg(long)]
+    crl: Option<PathBuf>,
+    /// Audit log, one JSON record per authorization decision [default: DATA_DIR/audit.log].
+    #[arg(long)]
+    audit_log: Option<PathBuf>,
+    /// Enable POST /api/v2/reset, forwarded to the upstream, which deletes all its data.
+    /// For test servers only; the upstream must allow reset too.
+    #[arg(long)]
+    allow_reset: bool,
+    /// Address and port for Prometheus metrics over plain HTTP, such as 127.0.0.1:9464
+    /// [default: no metrics listener]. It has no TLS or authentication.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
+    /// The user to serve as when started as root: a name from /etc/passwd, or UID:GID
+    /// [default: nobody]. The data directory is handed to this user.
+    #[arg(long, value_name = "USER")]
+    user: Option<String>,
+    /// Serve even when the kernel lacks Landlock (ABI 4, Linux 6.7) or seccomp, with
+    /// whichever controls it has. Same as `[sandbox] require = false`.
+    #[arg(long)]
+    allow_unconfined: bool,
+}
+
 #[derive(Subcommand)]
 enum PkiCommand {
     /// Issue a client certificate whose subject common name, and so principal, is NAME.
@@ -303,6 +360,31 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Restore(args) => {
             backup::run_restore(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Gateway(args) => {
+            let mut file = match &args.config {
+                Some(path) => ConfigFile::read(path)?,
+                None => ConfigFile::default(),
+            };
+            let upstream = std::mem::take(&mut file.upstream).resolve(args.upstream)?;
+            let overrides = Overrides {
+                listen: args.listen,
+                data_dir: args.data_dir,
+                policy: args.policy,
+                tls_certificate: args.tls_cert,
+                tls_key: args.tls_key,
+                client_ca: args.client_ca,
+                crl: args.crl,
+                audit_log: args.audit_log,
+                allow_reset: args.allow_reset,
+                metrics_listen: args.metrics_listen,
+                config_file: args.config,
+                user: args.user,
+                allow_unconfined: args.allow_unconfined,
+                ..Overrides::default()
+            };
+            gateway::run(Settings::resolve(file, overrides)?, upstream)?;
             Ok(ExitCode::SUCCESS)
         }
         // Verification reports its own errors because it has its own exit statuses.

@@ -9,7 +9,7 @@ use sandbox::Sandbox;
 use server::audit::AuditLog;
 use server::throttle::Throttle;
 use server::tls::{ServerTls, TlsPaths};
-use server::{AppState, FrontSettings, Metrics, SharedPolicy, TokenStore};
+use server::{AppState, Backend, FrontSettings, Metrics, SharedPolicy, TokenStore};
 use tokio::sync::watch;
 
 use crate::bootstrap;
@@ -79,7 +79,7 @@ pub fn run(settings: Settings, descriptor_key: Option<store::MasterKey>) -> Resu
     let worker_threads = std::thread::available_parallelism().map_or(1, usize::from);
     let mut ports = vec![address.port()];
     ports.extend(metrics_listener.as_ref().map(|(_, bound)| bound.port()));
-    let sandbox = confine(&settings, &ports)?;
+    let sandbox = confine(&settings, &ports, &[])?;
 
     let engine = Arc::new(engine);
     let upkeep = UpkeepWorker::start(Arc::clone(&engine), UPKEEP_PERIOD)
@@ -88,7 +88,7 @@ pub fn run(settings: Settings, descriptor_key: Option<store::MasterKey>) -> Resu
     let metrics = Arc::new(Metrics::new());
     metrics.set_sandbox(&sandbox);
     let state = Arc::new(AppState {
-        engine: Arc::clone(&engine),
+        backend: Backend::Engine(Arc::clone(&engine)),
         policy: SharedPolicy::new(prepared.policy),
         tokens,
         audit: Some(audit),
@@ -136,7 +136,7 @@ pub fn run(settings: Settings, descriptor_key: Option<store::MasterKey>) -> Resu
             tokio::spawn(server::metrics::serve_metrics(
                 metrics_listener,
                 metrics,
-                engine,
+                Some(engine),
                 wait_for_stop(stopped.clone()),
             ))
         });
@@ -186,7 +186,11 @@ async fn serve_api(
 /// Rereads the policy file and the TLS files (certificate, key, client CA,
 /// revocation lists) on every SIGHUP. Each is replaced only if it reads and parses;
 /// otherwise the one in force stays, and the reason is logged.
-fn reload_on_sighup(state: Arc<AppState>, tls: Arc<ServerTls>, path: std::path::PathBuf) {
+pub(crate) fn reload_on_sighup(
+    state: Arc<AppState>,
+    tls: Arc<ServerTls>,
+    path: std::path::PathBuf,
+) {
     let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(signal) => signal,
         Err(error) => {
@@ -221,7 +225,7 @@ fn reload_on_sighup(state: Arc<AppState>, tls: Arc<ServerTls>, path: std::path::
 }
 
 /// Binds the metrics listener, and warns when other hosts can reach it.
-fn bind_metrics(address: SocketAddr) -> Result<(TcpListener, SocketAddr)> {
+pub(crate) fn bind_metrics(address: SocketAddr) -> Result<(TcpListener, SocketAddr)> {
     let listener = TcpListener::bind(address).with_context(|| {
         format!(
             "cannot listen for metrics on {address}; choose another address with --metrics-listen or `metrics_listen` in the configuration file"
@@ -238,11 +242,11 @@ fn bind_metrics(address: SocketAddr) -> Result<(TcpListener, SocketAddr)> {
 }
 
 /// Completes once `stopped` is `true`, or once its sender is dropped.
-async fn wait_for_stop(mut stopped: watch::Receiver<bool>) {
+pub(crate) async fn wait_for_stop(mut stopped: watch::Receiver<bool>) {
     let _ = stopped.wait_for(|stop| *stop).await;
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let mut terminate =
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(signal) => signal,
@@ -259,9 +263,14 @@ async fn shutdown_signal() {
 }
 
 /// Applies the sandbox: leaves root, then Landlock and seccomp (see the `sandbox`
-/// crate). Afterwards checks, as the confined process, that the files read while
-/// serving are still readable, and logs what is enforced.
-fn confine(settings: &Settings, ports: &[u16]) -> Result<sandbox::Status> {
+/// crate), allowing TCP binds to `ports` and connections to `connect_ports` only.
+/// Afterwards checks, as the confined process, that the files read while serving are
+/// still readable, and logs what is enforced.
+pub(crate) fn confine(
+    settings: &Settings,
+    ports: &[u16],
+    connect_ports: &[u16],
+) -> Result<sandbox::Status> {
     let mut plan = Sandbox::new(&settings.data_dir);
     // SIGHUP rereads the TLS files and the policy, which tools such as cert-manager
     // replace by rename.
@@ -289,6 +298,9 @@ fn confine(settings: &Settings, ports: &[u16]) -> Result<sandbox::Status> {
     }
     for port in ports {
         plan.bind_port(*port);
+    }
+    for port in connect_ports {
+        plan.allow_connect_port(*port);
     }
     let status = plan
         .apply(settings.sandbox.user.as_ref(), settings.sandbox.require)
@@ -364,7 +376,7 @@ fn check_still_readable(settings: &Settings, status: &sandbox::Status) -> Result
 
 /// Prints how to connect with the stock Python client, using the development PKI's
 /// admin certificate.
-fn print_connection_help(settings: &Settings, address: SocketAddr) {
+pub(crate) fn print_connection_help(settings: &Settings, address: SocketAddr) {
     let host = if address.ip().is_unspecified() {
         "localhost".to_string()
     } else {

@@ -5,13 +5,8 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use api::error::{collection_not_found, database_not_found, tenant_not_found, ApiError, ErrorKind};
-use api::requests::{
-    parse_json, CreateCollection, CreateNamed, DeleteRecords, GetRecords, QueryRecords,
-    RecordBatch, UpdateCollection, WriteKind,
-};
 use auth::{Action, Decision, Level, Policy, Resource};
 use bytes::Bytes;
-use engine::Engine;
 use http::header::{CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -23,23 +18,28 @@ use tokio::sync::OwnedSemaphorePermit;
 use uuid::Uuid;
 
 use crate::audit::{AuditError, AuditEvent, Outcome};
+use crate::backend::{run_on_engine, Backend};
 use crate::listener::Client;
 use crate::metrics::{AuthFailure, Denial};
+use crate::operation::{decode_operation, Operation};
 use crate::routes::{resolve, RecordOperation, Route, Scope};
 use crate::AppState;
 
 /// A handler's successful result: the status and the JSON body.
-struct Reply {
-    status: StatusCode,
-    body: String,
+pub(crate) struct Reply {
+    pub(crate) status: StatusCode,
+    pub(crate) body: String,
 }
 
 impl Reply {
-    fn ok(body: &impl Serialize) -> Result<Reply, ApiError> {
+    pub(crate) fn ok(body: &impl Serialize) -> Result<Reply, ApiError> {
         Self::with_status(StatusCode::OK, body)
     }
 
-    fn with_status(status: StatusCode, body: &impl Serialize) -> Result<Reply, ApiError> {
+    pub(crate) fn with_status(
+        status: StatusCode,
+        body: &impl Serialize,
+    ) -> Result<Reply, ApiError> {
         let body = serde_json::to_string(body).map_err(|error| {
             tracing::error!(%error, "cannot serialize a response");
             ApiError::internal("Internal error: cannot serialize the response")
@@ -212,7 +212,7 @@ async fn respond(state: &Arc<AppState>, client: &Client, request: Request<Incomi
                 return (Err(error), Some(decision), name);
             }
         };
-    if let Err(error) = authorize(state, &principal, &route) {
+    if let Err(error) = authorize(state, &principal, &route).await {
         if error.status() == StatusCode::NOT_FOUND.as_u16() {
             state.metrics.denial(Denial::Hidden);
         } else if error.status() == StatusCode::FORBIDDEN.as_u16() {
@@ -235,7 +235,9 @@ async fn respond(state: &Arc<AppState>, client: &Client, request: Request<Incomi
     (result, Some(decision), name)
 }
 
-/// Reads the body of an allowed request and runs it on the blocking pool.
+/// Reads the body of an allowed request, decodes it on the blocking pool, and runs it
+/// on the backend. The engine runs in the same blocking task, because its writes wait
+/// for the disk.
 async fn execute_allowed(
     state: &Arc<AppState>,
     principal: String,
@@ -248,18 +250,40 @@ async fn execute_allowed(
     // not take the place of the principal's requests that are ready to run.
     let in_flight = state.throttle.admit(&principal)?;
     let state = Arc::clone(state);
-    tokio::task::spawn_blocking(move || {
-        // The body's share of the buffer budget stays taken while it is decoded,
-        // because decoding needs several times its size.
-        let _budget = budget;
-        let _in_flight = in_flight;
-        execute(&state, &principal, route, query.as_deref(), &body)
-    })
-    .await
-    .map_err(|error| {
-        tracing::error!(%error, "request task failed");
-        ApiError::internal("Internal error: the request could not be completed")
-    })?
+    match state.backend.clone() {
+        Backend::Engine(engine) => tokio::task::spawn_blocking(move || {
+            // The body's share of the buffer budget stays taken while it is decoded,
+            // because decoding needs several times its size.
+            let _budget = budget;
+            let _in_flight = in_flight;
+            match prepare(&state, &principal, route, query.as_deref(), &body)? {
+                Prepared::Answered(reply) => Ok(reply),
+                Prepared::Run(operation) => run_on_engine(&engine, *operation),
+            }
+        })
+        .await
+        .map_err(task_failed)?,
+        Backend::Upstream(upstream) => {
+            // The budget and the in-flight slot stay taken until the upstream has
+            // responded, because the decoded request lives until then.
+            let _budget = budget;
+            let _in_flight = in_flight;
+            let prepared = tokio::task::spawn_blocking(move || {
+                prepare(&state, &principal, route, query.as_deref(), &body)
+            })
+            .await
+            .map_err(task_failed)??;
+            match prepared {
+                Prepared::Answered(reply) => Ok(reply),
+                Prepared::Run(operation) => upstream.run(*operation).await,
+            }
+        }
+    }
+}
+
+fn task_failed(error: tokio::task::JoinError) -> ApiError {
+    tracing::error!(%error, "request task failed");
+    ApiError::internal("Internal error: the request could not be completed")
 }
 
 fn heartbeat() -> Result<Reply, ApiError> {
@@ -326,7 +350,7 @@ fn required_action(route: &Route) -> Option<Action> {
 /// grants do not reach gets the engine's not-found error for it, so a principal cannot
 /// tell what exists outside its grants. A denied request on something it reaches
 /// gets 403.
-fn authorize(state: &AppState, principal: &str, route: &Route) -> Result<(), ApiError> {
+async fn authorize(state: &AppState, principal: &str, route: &Route) -> Result<(), ApiError> {
     let policy = state.policy.current();
     // A principal the policy does not name learns nothing, not even the server's
     // limits or its own identity record.
@@ -383,10 +407,7 @@ fn authorize(state: &AppState, principal: &str, route: &Route) -> Result<(), Api
             // Hide the tenant and database before looking the id up, so the lookup's
             // result never reveals what lies outside the principal's grants.
             hide_unreached(&policy, principal, action, database_of(scope), None)?;
-            collection_id_name = state
-                .engine
-                .get_collection_by_id(&scope.tenant, &scope.database, *id)?
-                .name;
+            collection_id_name = state.backend.collection_name(scope, *id).await?;
             let resource = Resource {
                 collection: Some(collection_id_name.as_str()),
                 ..database_of(scope)
@@ -593,68 +614,31 @@ async fn read_within_limits(
     }
 }
 
-fn body_json(body: &[u8]) -> Result<serde_json::Value, ApiError> {
-    if body.is_empty() {
-        return Err(ApiError::invalid(
-            "Failed to parse the request body as JSON: the body is empty",
-        ));
-    }
-    parse_json(body)
+/// The outcome of decoding an allowed request.
+enum Prepared {
+    /// A route the front responds to itself.
+    Answered(Reply),
+    /// An operation for the backend.
+    Run(Box<Operation>),
 }
 
-/// Parses `limit` and `offset` from a query string such as `limit=10&offset=5`, with
-/// the bounds that record gets have: `limit` from 1 to `max_limit`, `offset` at most
-/// 2^63 - 1.
-fn paging(query: Option<&str>, max_limit: usize) -> Result<(Option<usize>, usize), ApiError> {
-    let mut limit = None;
-    let mut offset = 0;
-    for pair in query
-        .unwrap_or("")
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-    {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let parse = |what: &str, min: usize, max: usize| {
-            value
-                .parse::<usize>()
-                .ok()
-                .filter(|number| (min..=max).contains(number))
-                .ok_or_else(|| {
-                    ApiError::invalid(format!(
-                        "Invalid {what} [{}]: expected an integer from {min} to {max}",
-                        api::metadata::printable(value)
-                    ))
-                })
-        };
-        match key {
-            "limit" => limit = Some(parse("limit", 1, max_limit)?),
-            "offset" => offset = parse("offset", 0, usize::MAX >> 1)?,
-            _ => {}
-        }
-    }
-    Ok((limit, offset))
-}
-
-fn execute(
+/// Builds the replies of routes that need no backend, and decodes the others into an
+/// operation.
+fn prepare(
     state: &AppState,
     principal: &str,
     route: Route,
     query: Option<&str>,
     body: &[u8],
-) -> Result<Reply, ApiError> {
-    let engine: &Engine = &state.engine;
-    let limits = engine.limits();
-
-    match route {
-        Route::Heartbeat => heartbeat(),
-        Route::Version => Reply::ok(&"1.0.0"),
+) -> Result<Prepared, ApiError> {
+    let limits = state.backend.limits();
+    let answer = match &route {
+        Route::Heartbeat => heartbeat()?,
+        Route::Version => Reply::ok(&"1.0.0")?,
         Route::PreFlight => Reply::ok(&json!({
             "max_batch_size": limits.max_batch_size,
             "supports_base64_encoding": true,
-        })),
-        Route::Healthcheck => {
-            Reply::ok(&json!({"is_executor_ready": true, "is_log_client_ready": true}))
-        }
+        }))?,
         // A principal whose grants name one tenant and one database gets them as its
         // defaults in the stock clients that ask to use them.
         Route::Identity => {
@@ -663,7 +647,7 @@ fn execute(
                 "user_id": principal,
                 "tenant": reach.tenant,
                 "databases": reach.databases,
-            }))
+            }))?
         }
         Route::Reset => {
             if !state.settings.allow_reset {
@@ -673,128 +657,29 @@ fn execute(
                 ));
             }
             tracing::warn!(%principal, "resetting the database: every tenant, database and collection is deleted");
-            engine.reset()?;
-            Reply::ok(&true)
+            return run(route, query, body, limits);
         }
-        Route::CreateTenant => {
-            let request = CreateNamed::decode(&body_json(body)?, "tenant")?;
-            engine.create_tenant(&request.name)?;
-            Reply::ok(&json!({}))
+        Route::Unsupported(_, _, feature) => {
+            return Err(ApiError::new(
+                ErrorKind::NotImplemented,
+                format!("{feature} is not supported by Ravelin"),
+            ))
         }
-        Route::GetTenant { tenant } => Reply::ok(&engine.get_tenant(&tenant)?),
-        Route::ListDatabases { tenant } => {
-            let (limit, offset) = paging(query, limits.max_get_limit)?;
-            Reply::ok(&engine.list_databases(&tenant, limit, offset)?)
-        }
-        Route::CreateDatabase { tenant } => {
-            let request = CreateNamed::decode(&body_json(body)?, "database")?;
-            engine.create_database(&tenant, &request.name)?;
-            Reply::ok(&json!({}))
-        }
-        Route::GetDatabase(scope) => {
-            Reply::ok(&engine.get_database(&scope.tenant, &scope.database)?)
-        }
-        Route::DeleteDatabase(scope) => {
-            engine.delete_database(&scope.tenant, &scope.database)?;
-            Reply::ok(&json!({}))
-        }
-        Route::ListCollections(scope) => {
-            let (limit, offset) = paging(query, limits.max_get_limit)?;
-            Reply::ok(&engine.list_collections(&scope.tenant, &scope.database, limit, offset)?)
-        }
-        Route::CountCollections(scope) => {
-            Reply::ok(&engine.count_collections(&scope.tenant, &scope.database)?)
-        }
-        Route::CreateCollection(scope) => {
-            let request = CreateCollection::decode(&body_json(body)?, limits)?;
-            Reply::ok(&engine.create_collection(&scope.tenant, &scope.database, request)?)
-        }
-        Route::GetCollection(scope, name) => {
-            Reply::ok(&engine.get_collection_by_name(&scope.tenant, &scope.database, &name)?)
-        }
-        Route::GetCollectionById(scope, id) => {
-            Reply::ok(&engine.get_collection_by_id(&scope.tenant, &scope.database, id)?)
-        }
-        Route::UpdateCollection(scope, id) => {
-            let request = UpdateCollection::decode(&body_json(body)?, limits)?;
-            engine.update_collection(&scope.tenant, &scope.database, id, request)?;
-            Reply::ok(&json!({}))
-        }
-        Route::DeleteCollection(scope, name) => {
-            engine.delete_collection_by_name(&scope.tenant, &scope.database, &name)?;
-            Reply::ok(&json!({}))
-        }
-        Route::Records(scope, id, operation) => {
-            execute_records(engine, &scope, id, operation, body)
-        }
-        Route::Unsupported(_, _, feature) => Err(ApiError::new(
-            ErrorKind::NotImplemented,
-            format!("{feature} is not supported by Ravelin"),
-        )),
-    }
-}
-
-fn execute_records(
-    engine: &Engine,
-    scope: &Scope,
-    id: Uuid,
-    operation: RecordOperation,
-    body: &[u8],
-) -> Result<Reply, ApiError> {
-    let limits = engine.limits();
-    let (tenant, database) = (scope.tenant.as_str(), scope.database.as_str());
-    let write = |kind: WriteKind| -> Result<(), ApiError> {
-        let batch = RecordBatch::decode(&body_json(body)?, kind, limits)?;
-        engine.write(tenant, database, id, kind, batch)?;
-        Ok(())
+        _ => return run(route, query, body, limits),
     };
-
-    match operation {
-        RecordOperation::Add => {
-            write(WriteKind::Add)?;
-            Reply::with_status(StatusCode::CREATED, &json!({}))
-        }
-        RecordOperation::Upsert => {
-            write(WriteKind::Upsert)?;
-            Reply::ok(&json!({}))
-        }
-        RecordOperation::Update => {
-            write(WriteKind::Update)?;
-            Reply::ok(&json!({}))
-        }
-        RecordOperation::Delete => {
-            let request = DeleteRecords::decode(&body_json(body)?, limits)?;
-            let deleted = engine.delete_records(tenant, database, id, request)?;
-            Reply::ok(&json!({ "deleted": deleted }))
-        }
-        RecordOperation::Count => Reply::ok(&engine.count(tenant, database, id)?),
-        RecordOperation::Get => {
-            let request = GetRecords::decode(&body_json(body)?, limits)?;
-            Reply::ok(&engine.get(tenant, database, id, request)?)
-        }
-        RecordOperation::Query => {
-            let request = QueryRecords::decode(&body_json(body)?, limits)?;
-            Reply::ok(&engine.query(tenant, database, id, request)?)
-        }
-    }
+    Ok(Prepared::Answered(answer))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn paging_parsed() {
-        assert_eq!(paging(None, 100).unwrap(), (None, 0));
-        assert_eq!(paging(Some("limit=5&offset=2"), 100).unwrap(), (Some(5), 2));
-        for bad in [
-            "limit=-1",
-            "limit=0",
-            "limit=101",
-            "offset=x",
-            "offset=9223372036854775808",
-        ] {
-            assert!(paging(Some(bad), 100).is_err(), "{bad}");
-        }
+fn run(
+    route: Route,
+    query: Option<&str>,
+    body: &[u8],
+    limits: &api::Limits,
+) -> Result<Prepared, ApiError> {
+    match decode_operation(route, query, body, limits)? {
+        Some(operation) => Ok(Prepared::Run(Box::new(operation))),
+        None => Err(ApiError::internal(
+            "Internal error: the route has no operation",
+        )),
     }
 }

@@ -6,32 +6,40 @@
 //! every request on that connection. For each request the server resolves the route
 //! from the method and path, decides authorization from the route alone, and only
 //! then reads the body (under a size cap) and decodes it into the `api` crate's typed
-//! requests. The engine runs on the blocking thread pool, because its writes wait for
-//! the disk.
+//! requests. A [`Backend`] runs the decoded operation: the embedded engine, on the
+//! blocking thread pool because its writes wait for the disk, or an upstream Chroma.
 //!
 //! - [`audit`]: the tamper-evident audit log and its verifier.
 //! - [`tls`]: the rustls server configuration.
 //! - [`listener`]: the accept loop, handshake timeout and graceful shutdown.
 //! - [`metrics`]: Prometheus metrics and the plain-HTTP listener that serves them.
 //! - `routes`: the route table.
-//! - `handlers`: one function per route.
+//! - `handlers`: authentication, authorization, the body and the audit record of each
+//!   request.
+//! - `operation`: an allowed request decoded into the operation a backend runs.
+//! - [`backend`]: the backends and the engine's side of each operation.
+//! - [`upstream`]: the upstream Chroma of `ravelin gateway`: its connection pool, the
+//!   operations as upstream requests, and the collection scope checks.
 
 pub mod audit;
+pub mod backend;
 mod handlers;
 pub mod listener;
 pub mod metrics;
+mod operation;
 mod parse_errors;
 mod routes;
 pub mod throttle;
 pub mod tls;
 pub mod tokens;
+pub mod upstream;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use auth::Policy;
-use engine::Engine;
 
+pub use backend::Backend;
 pub use listener::serve;
 pub use metrics::Metrics;
 pub use tokens::{TokenSettings, TokenStore};
@@ -86,7 +94,8 @@ impl Default for FrontSettings {
 
 /// Everything a request handler needs.
 pub struct AppState {
-    pub engine: Arc<Engine>,
+    /// Where allowed requests run.
+    pub backend: Backend,
     pub policy: SharedPolicy,
     /// The token file, when bearer tokens are enabled.
     pub tokens: Option<TokenStore>,

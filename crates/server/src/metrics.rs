@@ -304,13 +304,25 @@ impl Metrics {
         self.render_with(&engine.stats())
     }
 
+    /// Renders every metric except the engine's totals, for a server without an
+    /// engine.
+    pub fn render_without_engine(&self) -> String {
+        self.render_all(None)
+    }
+
     /// Renders every metric with the given engine totals.
     pub(crate) fn render_with(&self, stats: &EngineStats) -> String {
+        self.render_all(Some(stats))
+    }
+
+    fn render_all(&self, stats: Option<&EngineStats>) -> String {
         let mut out = String::with_capacity(8192);
         self.render_requests(&mut out);
         self.render_security(&mut out);
         self.render_sandbox(&mut out);
-        render_engine(&mut out, stats);
+        if let Some(stats) = stats {
+            render_engine(&mut out, stats);
+        }
 
         header(
             &mut out,

@@ -43,7 +43,7 @@ impl Fixture {
         let server = tokio::spawn(serve_metrics(
             listener,
             Arc::clone(&metrics),
-            Arc::clone(&engine),
+            Some(Arc::clone(&engine)),
             async move {
                 let _ = stopped.await;
             },

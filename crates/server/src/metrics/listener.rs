@@ -55,10 +55,11 @@ const CAP_WARNING_INTERVAL: Duration = Duration::from_secs(60);
 ///
 /// Other paths get 404, and other methods on `/metrics` get 405. The engine totals
 /// are counted on the blocking thread pool, because they take the engine's read locks.
+/// Without an engine, as in gateway mode, they are left out.
 pub async fn serve_metrics(
     listener: std::net::TcpListener,
     metrics: Arc<Metrics>,
-    engine: Arc<Engine>,
+    engine: Option<Arc<Engine>>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
@@ -84,13 +85,13 @@ pub async fn serve_metrics(
                     continue;
                 };
                 let metrics = Arc::clone(&metrics);
-                let engine = Arc::clone(&engine);
+                let engine = engine.clone();
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
                     let _permit = permit;
                     let service = service_fn(move |request: Request<Incoming>| {
                         let metrics = Arc::clone(&metrics);
-                        let engine = Arc::clone(&engine);
+                        let engine = engine.clone();
                         async move { Ok::<_, Infallible>(respond(metrics, engine, &request).await) }
                     });
                     let mut builder = http1::Builder::new();
@@ -127,7 +128,7 @@ pub async fn serve_metrics(
 /// Builds the response to one request on the metrics listener.
 async fn respond(
     metrics: Arc<Metrics>,
-    engine: Arc<Engine>,
+    engine: Option<Arc<Engine>>,
     request: &Request<Incoming>,
 ) -> Response<Full<Bytes>> {
     if request.uri().path() != METRICS_PATH {
@@ -147,7 +148,12 @@ async fn respond(
         return response;
     }
 
-    match tokio::task::spawn_blocking(move || metrics.render(&engine)).await {
+    match tokio::task::spawn_blocking(move || match engine {
+        Some(engine) => metrics.render(&engine),
+        None => metrics.render_without_engine(),
+    })
+    .await
+    {
         Ok(body) => {
             let mut response = text(StatusCode::OK, body);
             response
