@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -75,6 +76,15 @@ def wait_until(condition: Callable[[], bool], timeout: float, process: Optional[
             raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {awaited}")
         time.sleep(POLL_INTERVAL_S)
     return time.perf_counter() - started
+
+
+def make_work_dir(prefix: str) -> Path:
+    """Create a temporary folder for data directories and logs. It is searchable by
+    every user, because a server started as root serves as `nobody` and must reach
+    its data directory inside."""
+    work_dir = Path(tempfile.mkdtemp(prefix=prefix))
+    work_dir.chmod(0o755)
+    return work_dir
 
 
 def free_port() -> int:
