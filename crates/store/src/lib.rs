@@ -18,7 +18,7 @@ mod db;
 pub mod key;
 
 pub use db::{
-    Checkpoint, CollectionRow, DatabaseRow, RecordRow, RecordWrite, Snapshot, Store, StoreError,
-    TenantRow,
+    Checkpoint, CollectionRow, DatabaseRow, RecordRow, RecordWrite, Snapshot, StagedCheckpoint,
+    Store, StoreError, TenantRow,
 };
 pub use key::{KeyError, MasterKey};
