@@ -6,11 +6,13 @@
 //! write therefore leaves both the disk and memory as they were, and a crash loses
 //! nothing that was acknowledged.
 //!
-//! Locks are taken in one order: the catalog, then a collection's writer lock, then
-//! its records, then the store. Gets and queries take only read locks, so they run in
-//! parallel with each other. A write holds its collection's writer lock throughout,
-//! but takes the records' write lock only in steps of a few milliseconds, so queries
-//! are never held up for a whole batch.
+//! Locks are taken in one order: the upkeep pass, then the catalog, then a
+//! collection's writer lock, then its records, then the store. Gets and queries take
+//! only read locks, so they run in parallel with each other. A write holds its
+//! collection's writer lock throughout, but takes the records' write lock only in
+//! steps of a few milliseconds, so queries are never held up for a whole batch. Index
+//! upkeep does its long work with no lock held and takes each lock only for short
+//! steps, so neither writes nor queries wait for a build or a checkpoint.
 //!
 //! - [`Engine`]: the operations the API routes call, in `catalog` and `records`.
 //! - `state`: the in-memory catalog and record sets, and loading them at startup.
@@ -39,8 +41,8 @@ use crate::state::Catalog;
 pub use catalog::TenantInfo;
 pub use stats::EngineStats;
 pub use upkeep::{
-    IndexInfo, Pass, UpkeepReport, UpkeepWorker, CHECKPOINT_CHANGES, CHECKPOINT_FRACTION,
-    CHECKPOINT_INTERVAL,
+    IndexInfo, Pass, UpkeepHook, UpkeepReport, UpkeepStep, UpkeepWorker, CHECKPOINT_CHANGES,
+    CHECKPOINT_COPY_SLOTS, CHECKPOINT_FRACTION, CHECKPOINT_INTERVAL, REBUILD_COPY_RECORDS,
 };
 
 /// The default tenant and database that exist in every data directory.
@@ -54,6 +56,9 @@ pub struct Engine {
     store: Mutex<Store>,
     catalog: RwLock<Catalog>,
     limits: Arc<Limits>,
+    /// Held for a whole pass of index upkeep, so passes never overlap.
+    upkeep_pass: Mutex<()>,
+    upkeep_hook: RwLock<Option<UpkeepHook>>,
 }
 
 /// An error opening the engine.
@@ -79,6 +84,8 @@ impl Engine {
             store: Mutex::new(store),
             catalog: RwLock::new(catalog),
             limits: Arc::new(limits),
+            upkeep_pass: Mutex::new(()),
+            upkeep_hook: RwLock::new(None),
         })
     }
 

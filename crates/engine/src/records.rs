@@ -13,7 +13,7 @@ use api::requests::{
 };
 use api::responses::{GetResponse, QueryResponse, RecordView};
 use api::schema::ValueKind;
-use parking_lot::RwLock;
+use parking_lot::{MutexGuard, RwLock};
 use store::{RecordRow, RecordWrite};
 use uuid::Uuid;
 
@@ -26,6 +26,14 @@ use crate::{internal, Engine};
 enum Change {
     Put { position: i64, record: Record },
     Delete { position: i64 },
+}
+
+impl Change {
+    fn position(&self) -> i64 {
+        match self {
+            Change::Put { position, .. } | Change::Delete { position } => *position,
+        }
+    }
 }
 
 impl Engine {
@@ -63,7 +71,7 @@ impl Engine {
     ) -> Result<usize, ApiError> {
         let records = self.records_of(tenant, database, id)?;
         let (written, stored_kinds) = {
-            let mut upkeep = records.writer.lock();
+            let upkeep = records.writer.lock();
             if records.is_deleted() {
                 return Err(collection_not_found(&id.to_string()));
             }
@@ -76,7 +84,7 @@ impl Engine {
                 return Ok(0);
             }
             let stored_kinds = metadata_kinds(&changes);
-            let written = self.commit(&id, &records, &mut upkeep, new_dimension, changes)?;
+            let written = self.commit(&id, &records, upkeep, new_dimension, changes)?;
             (written, stored_kinds)
         };
 
@@ -134,7 +142,7 @@ impl Engine {
         request: DeleteRecords,
     ) -> Result<usize, ApiError> {
         let records = self.records_for_filter(tenant, database, id, &request.filter)?;
-        let mut upkeep = records.writer.lock();
+        let upkeep = records.writer.lock();
         if records.is_deleted() {
             return Err(collection_not_found(&id.to_string()));
         }
@@ -152,89 +160,98 @@ impl Engine {
         if changes.is_empty() {
             return Ok(0);
         }
-        self.commit(&id, &records, &mut upkeep, None, changes)
+        self.commit(&id, &records, upkeep, None, changes)
     }
 
     /// Stores a batch, then shows it in memory. The caller holds `records.writer`, so
     /// the records do not change under it. Index work runs in short steps under the
-    /// write lock: new embeddings get hidden slots first, then one step publishes them
-    /// with the records and hides the slots they replace, and the replaced slots are
-    /// removed from the graph last.
+    /// write lock, in the index that queries use and in the one that a rebuild is
+    /// bringing up to date, if any. New embeddings get hidden slots first. Then one
+    /// step publishes them with the records and hides the slots they replace, and the
+    /// replaced slots are removed from the graph last.
+    ///
+    /// It releases the writer lock fairly, to the writer that has waited longest.
+    /// Otherwise a writer that arrives as the lock comes free takes it first, and
+    /// under a steady stream of writes some wait for many batches in a row.
     fn commit(
         &self,
         id: &Uuid,
         records: &Records,
-        upkeep: &mut Upkeep,
+        mut upkeep: MutexGuard<'_, Upkeep>,
         new_dimension: Option<usize>,
-        mut changes: Vec<Change>,
+        changes: Vec<Change>,
     ) -> Result<usize, ApiError> {
-        let (writes, mut index_plan) = {
+        let (writes, inserts, live_index, rebuilt_index) = {
             let set = records.set.read();
             (
                 store_writes(&set, &changes),
-                IndexPlan::new(&set, &mut changes),
+                new_embeddings(&set, &changes),
+                set.vectors.is_some(),
+                set.rebuilt.is_some(),
             )
         };
+        // The positions whose slot changes, for a rebuild of the index in progress.
+        let deletes = changes
+            .iter()
+            .filter(|change| matches!(change, Change::Delete { .. }));
+        let touched: Vec<i64> = inserts
+            .iter()
+            .map(|&index| &changes[index])
+            .chain(deletes)
+            .map(Change::position)
+            .collect();
 
         let stored_dimension = new_dimension.map(|d| d as i64);
         let written = self
             .store
             .lock()
             .write_records(&id.to_string(), stored_dimension, &writes);
-        match written {
-            Ok(_) => {}
+        let seq = match written {
+            Ok(seq) => seq,
             // The collection was deleted between the lookup and this write.
             Err(store::StoreError::CollectionMissing(_)) => {
                 return Err(collection_not_found(&id.to_string()))
             }
             Err(error) => return Err(internal(error)),
+        };
+
+        // Only index upkeep adds or replaces an index, under the writer lock that this
+        // write holds, so the indexes present now stay until the write is done.
+        let mut new_slots: Vec<(usize, [Option<u32>; 2])> = Vec::with_capacity(inserts.len());
+        if live_index || rebuilt_index {
+            in_steps(&records.set, &inserts, |set, &change| {
+                if let Change::Put { record, .. } = &changes[change] {
+                    let slots = set
+                        .indexes_mut()
+                        .map(|index| index.map(|index| index.insert_hidden(&record.embedding)));
+                    new_slots.push((change, slots));
+                }
+            });
         }
 
-        in_steps(&records.set, &index_plan.inserts, |set, &change| {
-            if let (Some(vectors), Change::Put { record, .. }) =
-                (set.vectors.as_mut(), &mut changes[change])
-            {
-                record.slot = Some(vectors.insert_hidden(&record.embedding));
-            }
-        });
-
         let count = changes.len();
-        {
+        let removals = {
             let mut set = records.set.write();
             if new_dimension.is_some() {
                 set.dimension = new_dimension;
             }
-            for change in changes {
-                match change {
-                    Change::Put { position, record } => {
-                        if let (Some(vectors), Some(slot)) = (set.vectors.as_mut(), record.slot) {
-                            vectors.publish(slot, position);
-                        }
-                        set.next_position = set.next_position.max(position + 1);
-                        set.positions.insert(record.id.clone(), position);
-                        set.records.insert(position, record);
-                    }
-                    Change::Delete { position } => {
-                        if let Some(record) = set.records.remove(&position) {
-                            set.positions.remove(&record.id);
-                            index_plan.removals.extend(record.slot);
-                        }
-                    }
-                }
+            if let Some(journal) = set.rebuild_journal.as_mut() {
+                journal.extend(touched);
             }
-            if let Some(vectors) = set.vectors.as_mut() {
-                for slot in &index_plan.removals {
-                    vectors.hide(*slot);
-                }
-            }
-        }
+            publish_batch(&mut set, changes, new_slots)
+        };
 
-        in_steps(&records.set, &index_plan.removals, |set, &slot| {
-            if let Some(vectors) = set.vectors.as_mut() {
+        in_steps(&records.set, &removals, |set, &(which, slot)| {
+            if let Some(vectors) = set.indexes_mut().into_iter().nth(which).flatten() {
                 vectors.remove(slot);
             }
         });
-        upkeep.note_changes(index_plan.inserts.len() + index_plan.removals.len());
+        upkeep.applied_seq = seq;
+        if live_index {
+            let live_removals = removals.iter().filter(|(which, _)| *which == 0).count();
+            upkeep.note_changes(inserts.len() + live_removals);
+        }
+        MutexGuard::unlock_fair(upkeep);
         Ok(count)
     }
 
@@ -390,41 +407,67 @@ fn in_steps<T>(set: &RwLock<RecordSet>, items: &[T], mut work: impl FnMut(&mut R
     }
 }
 
-/// The index work of a batch, decided before the batch is stored.
-struct IndexPlan {
-    /// Indexes into the batch's changes of the puts whose embedding needs a new slot.
-    inserts: Vec<usize>,
-    /// Slots whose records the batch replaces or deletes.
-    removals: Vec<u32>,
+/// Shows a stored batch in memory: stores its records, publishes the new slots of
+/// their embeddings in every index, and hides the slots that they replace or whose
+/// records the batch deletes. `new_slots` contains the index of each put in `changes`
+/// that got new slots, with its slot in each index of [`RecordSet::indexes_mut`].
+/// Returns the hidden slots, each with the number of its index there, for the caller
+/// to remove from the graph.
+fn publish_batch(
+    set: &mut RecordSet,
+    changes: Vec<Change>,
+    new_slots: Vec<(usize, [Option<u32>; 2])>,
+) -> Vec<(usize, u32)> {
+    let mut hidden = Vec::new();
+    let mut new_slots = new_slots.into_iter().peekable();
+    for (index, change) in changes.into_iter().enumerate() {
+        match change {
+            Change::Put { position, record } => {
+                let slots = new_slots
+                    .next_if(|(change, _)| *change == index)
+                    .map_or([None; 2], |(_, slots)| slots);
+                for (which, (vectors, slot)) in set.indexes_mut().into_iter().zip(slots).enumerate()
+                {
+                    if let (Some(vectors), Some(slot)) = (vectors, slot) {
+                        let replaced = vectors.publish(slot, position);
+                        hidden.extend(replaced.map(|slot| (which, slot)));
+                    }
+                }
+                set.next_position = set.next_position.max(position + 1);
+                set.positions.insert(record.id.clone(), position);
+                set.records.insert(position, record);
+            }
+            Change::Delete { position } => {
+                if let Some(record) = set.records.remove(&position) {
+                    set.positions.remove(&record.id);
+                    for (which, vectors) in set.indexes_mut().into_iter().enumerate() {
+                        let removed = vectors.and_then(|vectors| vectors.unpublish(position));
+                        hidden.extend(removed.map(|slot| (which, slot)));
+                    }
+                }
+            }
+        }
+    }
+    hidden
 }
 
-impl IndexPlan {
-    /// Plans the slots of `changes`, and gives each put that keeps its embedding its
-    /// current slot. Without an index there is nothing to do.
-    fn new(set: &RecordSet, changes: &mut [Change]) -> IndexPlan {
-        let mut plan = IndexPlan {
-            inserts: Vec::new(),
-            removals: Vec::new(),
-        };
-        if set.vectors.is_none() {
-            return plan;
-        }
-        for (index, change) in changes.iter_mut().enumerate() {
-            let Change::Put { position, record } = change else {
-                continue;
-            };
-            let previous = set.records.get(position);
-            let previous_slot = previous.and_then(|old| old.slot);
-            if previous.is_some_and(|old| old.embedding == record.embedding) {
-                record.slot = previous_slot;
-                continue;
+/// Returns the indexes into `changes` of the puts whose embedding needs a new slot
+/// in the index: new records and replaced embeddings, in batch order.
+fn new_embeddings(set: &RecordSet, changes: &[Change]) -> Vec<usize> {
+    changes
+        .iter()
+        .enumerate()
+        .filter_map(|(index, change)| match change {
+            Change::Put { position, record } => {
+                let unchanged = set
+                    .records
+                    .get(position)
+                    .is_some_and(|old| old.embedding == record.embedding);
+                (!unchanged).then_some(index)
             }
-            record.slot = None;
-            plan.inserts.push(index);
-            plan.removals.extend(previous_slot);
-        }
-        plan
-    }
+            Change::Delete { .. } => None,
+        })
+        .collect()
 }
 
 /// Returns the store writes of a batch.
@@ -577,7 +620,6 @@ fn plan_writes(set: &RecordSet, kind: WriteKind, batch: RecordBatch) -> Vec<Chan
                     document,
                     metadata: metadata.map(insert_metadata).filter(|m| !m.is_empty()),
                     uri,
-                    slot: None,
                 };
                 changes.push(Change::Put {
                     position: next_position,

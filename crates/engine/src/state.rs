@@ -1,6 +1,6 @@
 //! The in-memory catalog and record sets, mirrored from the store.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -51,8 +51,9 @@ pub(crate) struct CollectionEntry {
 /// `writer` for its whole batch and takes `set` for writing only in short steps, so
 /// queries, which take `set` for reading, wait at most one step.
 pub(crate) struct Records {
-    /// Held by a writer from planning its batch until memory shows it, and by index
-    /// upkeep, so the two never interleave.
+    /// Held by a writer from planning its batch until memory shows it, so writers
+    /// never interleave. Index upkeep takes it only for short steps that need no
+    /// write in progress.
     pub writer: Mutex<Upkeep>,
     pub set: RwLock<RecordSet>,
     /// Set when the collection is deleted, so a writer that raced the delete stops.
@@ -88,9 +89,20 @@ pub(crate) struct Upkeep {
     /// When storing a checkpoint last failed; the next try waits
     /// [`CHECKPOINT_INTERVAL`].
     pub failed_at: Option<Instant>,
+    /// The store's sequence number of the last write to the collection that memory
+    /// shows. While the writer lock is held, no write is half applied, so the index
+    /// contains exactly the writes up to this one.
+    pub applied_seq: i64,
 }
 
 impl Upkeep {
+    pub fn new(applied_seq: i64) -> Upkeep {
+        Upkeep {
+            applied_seq,
+            ..Upkeep::default()
+        }
+    }
+
     pub fn note_changes(&mut self, count: usize) {
         if count == 0 {
             return;
@@ -99,8 +111,12 @@ impl Upkeep {
         self.unsaved_since.get_or_insert_with(Instant::now);
     }
 
-    pub fn saved(&mut self) {
-        *self = Upkeep::default();
+    /// Records that a checkpoint taken at `taken_at`, when `changes` changes were
+    /// unsaved, is stored. Changes made after it stay unsaved.
+    pub fn saved(&mut self, changes: usize, taken_at: Instant) {
+        self.unsaved_changes = self.unsaved_changes.saturating_sub(changes);
+        self.unsaved_since = (self.unsaved_changes > 0).then_some(taken_at);
+        self.failed_at = None;
     }
 
     /// Whether a pass should store a checkpoint of an index with `live` slots now.
@@ -133,6 +149,13 @@ pub(crate) struct RecordSet {
     /// The HNSW index, built by index upkeep once the vectors exceed
     /// `exact_scan_max_vector_bytes`.
     pub vectors: Option<VectorIndex>,
+    /// While a build or compaction copies the records: the positions of the records
+    /// whose embedding writers added, replaced or deleted since it began, which it
+    /// replays onto the new index afterwards.
+    pub rebuild_journal: Option<BTreeSet<i64>>,
+    /// The index that a build or compaction is bringing up to date before it replaces
+    /// `vectors`. Writers change it as they change `vectors`, and queries never read it.
+    pub rebuilt: Option<VectorIndex>,
 }
 
 #[derive(Clone)]
@@ -143,8 +166,6 @@ pub(crate) struct Record {
     pub document: Option<String>,
     pub metadata: Option<Metadata>,
     pub uri: Option<String>,
-    /// The record's slot in the collection's vector index.
-    pub slot: Option<u32>,
 }
 
 impl RecordSet {
@@ -156,12 +177,19 @@ impl RecordSet {
             positions: HashMap::new(),
             next_position: 1,
             vectors: None,
+            rebuild_journal: None,
+            rebuilt: None,
         }
     }
 
     /// Returns the bytes of all the collection's vectors.
     pub fn vector_bytes(&self) -> usize {
         self.records.len() * self.dimension.unwrap_or(0) * std::mem::size_of::<f32>()
+    }
+
+    /// Returns the indexes that writers keep up to date: `vectors`, then `rebuilt`.
+    pub fn indexes_mut(&mut self) -> [Option<&mut VectorIndex>; 2] {
+        [self.vectors.as_mut(), self.rebuilt.as_mut()]
     }
 
     /// Returns whether the collection is large enough for an index and has none yet.
@@ -194,29 +222,19 @@ impl RecordSet {
                 self.space.name(),
             ));
         }
-        let mut changes = 0;
-        let stale: Vec<(u32, i64)> = index
+        let stale: Vec<u32> = index
             .live_slots()
             .filter(|(_, position)| seqs.get(position).is_none_or(|seq| *seq > covered_seq))
+            .map(|(slot, _)| slot)
             .collect();
-        let fresh: Vec<(u32, i64)> = index
-            .live_slots()
-            .filter(|(_, position)| seqs.get(position).is_some_and(|seq| *seq <= covered_seq))
-            .collect();
-        for (slot, _) in stale {
-            index.remove(slot);
-            changes += 1;
+        for slot in &stale {
+            index.remove(*slot);
         }
-        for (slot, position) in fresh {
-            if let Some(record) = self.records.get_mut(&position) {
-                record.slot = Some(slot);
-            }
-        }
-        for (position, record) in self.records.iter_mut() {
-            if record.slot.is_none() {
+        let mut changes = stale.len();
+        for (position, record) in &self.records {
+            if index.slot_of(*position).is_none() {
                 let slot = index.insert_hidden(&record.embedding);
                 index.publish(slot, *position);
-                record.slot = Some(slot);
                 changes += 1;
             }
         }
@@ -298,6 +316,7 @@ impl Catalog {
     ) -> Result<Catalog, OpenError> {
         let damaged = |what: &str, detail: String| OpenError::Damaged(format!("{what}: {detail}"));
 
+        let last_seq = snapshot.last_seq;
         let tenants = snapshot.tenants.into_iter().map(|row| row.name).collect();
         let mut databases = BTreeMap::new();
         let mut database_names = HashMap::new();
@@ -360,12 +379,12 @@ impl Catalog {
                         document: record.document,
                         metadata,
                         uri: record.uri,
-                        slot: None,
                     },
                 );
                 Ok(())
             })?;
-            let mut upkeep = Upkeep::default();
+            // Every write up to the store's last sequence number is in memory now.
+            let mut upkeep = Upkeep::new(last_seq);
             upkeep.note_changes(load_index(
                 store,
                 &id,

@@ -4,8 +4,8 @@
 //! collection is large enough to need one. Each slot maps to the position of its
 //! record. A writer inserts new slots hidden, publishes them together with the records
 //! of its batch, and removes replaced slots afterwards, so no query result contains half a
-//! batch. [`VectorIndex::checkpoint`] writes the index with that mapping, so a restart
-//! loads the graph instead of rebuilding it.
+//! batch. [`VectorIndex::begin_checkpoint`] writes the index with that mapping, so a
+//! restart loads the graph instead of rebuilding it.
 //!
 //! # Checkpoint layout, version 1
 //!
@@ -22,10 +22,10 @@
 //! A slot has a position exactly when the graph has it live, and no two slots share
 //! a position; [`VectorIndex::restore`] rejects input that breaks either rule.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use api::config::HnswConfiguration;
-use index::hnsw::{Hnsw, HnswParams};
+use index::hnsw::{CheckpointWriteError, CheckpointWriter, Hnsw, HnswParams};
 use index::Space;
 
 use crate::state::Record;
@@ -45,6 +45,8 @@ pub(crate) struct VectorIndex {
     /// Slot to record position; `None` for a slot whose record is gone or not yet
     /// published.
     positions: Vec<Option<i64>>,
+    /// Record position to its published slot, the inverse of `positions`.
+    published: HashMap<i64, u32>,
 }
 
 impl VectorIndex {
@@ -57,26 +59,8 @@ impl VectorIndex {
         VectorIndex {
             hnsw: Hnsw::new(dimension, space, params),
             positions: Vec::new(),
+            published: HashMap::new(),
         }
-    }
-
-    /// Builds an index over `records` in position order and returns it with each
-    /// record's slot, in the same order.
-    pub fn build<'a>(
-        dimension: usize,
-        space: Space,
-        configuration: &HnswConfiguration,
-        records: impl Iterator<Item = (i64, &'a [f32])>,
-    ) -> (VectorIndex, Vec<(i64, u32)>) {
-        let mut index = VectorIndex::new(dimension, space, configuration);
-        let slots = records
-            .map(|(position, embedding)| {
-                let slot = index.insert_hidden(embedding);
-                index.publish(slot, position);
-                (position, slot)
-            })
-            .collect();
-        (index, slots)
     }
 
     /// Returns the number of live slots.
@@ -97,6 +81,11 @@ impl VectorIndex {
         self.hnsw.space()
     }
 
+    /// Returns the published slot of the record at `position`.
+    pub fn slot_of(&self, position: i64) -> Option<u32> {
+        self.published.get(&position).copied()
+    }
+
     /// Adds an embedding whose slot searches do not return until [`Self::publish`].
     pub fn insert_hidden(&mut self, embedding: &[f32]) -> u32 {
         let slot = self.hnsw.insert(embedding);
@@ -107,51 +96,78 @@ impl VectorIndex {
         slot
     }
 
-    /// Lets searches return `slot` as the record at `position`.
-    pub fn publish(&mut self, slot: u32, position: i64) {
-        if let Some(entry) = self.positions.get_mut(slot as usize) {
-            *entry = Some(position);
+    /// Lets searches return `slot` as the record at `position`. Returns the slot that
+    /// the position had before, which searches no longer return and the caller
+    /// deletes with [`Self::remove`].
+    pub fn publish(&mut self, slot: u32, position: i64) -> Option<u32> {
+        let entry = self.positions.get_mut(slot as usize)?;
+        *entry = Some(position);
+        let replaced = self.published.insert(position, slot)?;
+        if replaced == slot {
+            return None;
         }
+        if let Some(entry) = self.positions.get_mut(replaced as usize) {
+            *entry = None;
+        }
+        Some(replaced)
     }
 
-    /// Stops searches from returning `slot`, which [`Self::remove`] later deletes from
-    /// the graph. Until then, searches still walk through it.
-    pub fn hide(&mut self, slot: u32) {
+    /// Stops searches from returning the record at `position`. Returns its slot, which
+    /// the caller deletes with [`Self::remove`]. Until then, searches still walk
+    /// through it.
+    pub fn unpublish(&mut self, position: i64) -> Option<u32> {
+        let slot = self.published.remove(&position)?;
         if let Some(entry) = self.positions.get_mut(slot as usize) {
             *entry = None;
         }
+        Some(slot)
     }
 
     /// Deletes a slot from the graph and repairs its neighbours' lists.
     pub fn remove(&mut self, slot: u32) {
         self.hnsw.remove(slot);
-        self.hide(slot);
+        let Some(entry) = self.positions.get_mut(slot as usize) else {
+            return;
+        };
+        if let Some(position) = entry.take() {
+            if self.published.get(&position) == Some(&slot) {
+                self.published.remove(&position);
+            }
+        }
     }
 
     pub fn needs_compaction(&self) -> bool {
         self.hnsw.needs_compaction()
     }
 
-    /// Builds the index again without deleted slots. Returns it with the mapping
-    /// from each old slot to its new one, for [`Self::renumber`].
-    pub fn compacted(&self) -> (VectorIndex, Vec<Option<u32>>) {
-        let (hnsw, mapping) = self.hnsw.compacted();
-        let mut positions = vec![None; hnsw.slots()];
-        for (old, new) in mapping.iter().enumerate() {
-            if let (Some(new), Some(position)) = (new, self.positions.get(old).copied().flatten()) {
-                positions[*new as usize] = Some(position);
+    /// Checks that the index has one live slot per record, published at the record's
+    /// position and holding its embedding, and no other live slot. Returns the first
+    /// disagreement found.
+    pub fn verify(&self, records: &BTreeMap<i64, Record>) -> Result<(), String> {
+        if self.hnsw.len() != records.len() || self.published.len() != records.len() {
+            return Err(format!(
+                "the index has {} live and {} published slots for {} records",
+                self.hnsw.len(),
+                self.published.len(),
+                records.len()
+            ));
+        }
+        for (position, record) in records {
+            let Some(slot) = self.slot_of(*position) else {
+                return Err(format!("the record at position {position} has no slot"));
+            };
+            if self.positions.get(slot as usize) != Some(&Some(*position)) {
+                return Err(format!(
+                    "slot {slot} of position {position} is published at another position"
+                ));
+            }
+            if !self.hnsw.holds(slot, &record.embedding) {
+                return Err(format!(
+                    "slot {slot} does not hold the embedding of the record at position {position}"
+                ));
             }
         }
-        (VectorIndex { hnsw, positions }, mapping)
-    }
-
-    /// Gives every record the slot that `mapping` from [`Self::compacted`] assigns.
-    pub fn renumber(records: &mut BTreeMap<i64, Record>, mapping: &[Option<u32>]) {
-        for record in records.values_mut() {
-            record.slot = record
-                .slot
-                .and_then(|slot| mapping.get(slot as usize).copied().flatten());
-        }
+        Ok(())
     }
 
     /// Returns the live slots with their record positions.
@@ -185,21 +201,24 @@ impl VectorIndex {
             .collect()
     }
 
-    /// Serialises the index in the layout of the module documentation.
-    pub fn checkpoint(&self) -> Vec<u8> {
-        let graph = self.hnsw.checkpoint();
-        let mut bytes = Vec::with_capacity(20 + self.positions.len() * 8 + graph.len());
+    /// Starts a checkpoint in the layout of the module documentation. This copies the
+    /// position table and what inserts and removals change in the graph, about 150
+    /// bytes per slot with M = 16, and leaves the vectors, which never change, for
+    /// [`IndexCheckpoint::write_slots`].
+    pub fn begin_checkpoint(&self) -> IndexCheckpoint {
+        let mut bytes = Vec::with_capacity(20 + self.positions.len() * 8);
         bytes.extend_from_slice(&MAGIC);
         bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
         bytes.extend_from_slice(&(self.positions.len() as u64).to_le_bytes());
         for position in &self.positions {
             bytes.extend_from_slice(&position.unwrap_or(NO_POSITION).to_le_bytes());
         }
-        bytes.extend_from_slice(&graph);
-        bytes
+        IndexCheckpoint {
+            writer: CheckpointWriter::new(self.hnsw.snapshot(), bytes),
+        }
     }
 
-    /// Rebuilds an index from [`Self::checkpoint`] output. Returns a description of
+    /// Rebuilds an index from the bytes of an [`IndexCheckpoint`]. Returns a description of
     /// the first problem for input that is damaged or does not follow the layout.
     pub fn restore(bytes: &[u8]) -> Result<VectorIndex, String> {
         let header = MAGIC.len() + 4 + 8;
@@ -226,14 +245,14 @@ impl VectorIndex {
         }
 
         let mut positions = Vec::with_capacity(hnsw.slots());
-        let mut seen = HashSet::with_capacity(hnsw.len());
+        let mut published = HashMap::with_capacity(hnsw.len());
         for (slot, raw) in bytes[header..positions_end].chunks_exact(8).enumerate() {
             let value = i64::from_le_bytes(raw.try_into().map_err(|_| "short position")?);
             let live = !hnsw.is_deleted(slot as u32);
             let position = match (value, live) {
                 (NO_POSITION, false) => None,
                 (position, true) if position >= 1 => {
-                    if !seen.insert(position) {
+                    if published.insert(position, slot as u32).is_some() {
                         return Err(format!("position {position} has more than one slot"));
                     }
                     Some(position)
@@ -243,6 +262,38 @@ impl VectorIndex {
             };
             positions.push(position);
         }
-        Ok(VectorIndex { hnsw, positions })
+        Ok(VectorIndex {
+            hnsw,
+            positions,
+            published,
+        })
+    }
+}
+
+/// A checkpoint of a [`VectorIndex`] being written; see
+/// [`VectorIndex::begin_checkpoint`].
+pub(crate) struct IndexCheckpoint {
+    writer: CheckpointWriter,
+}
+
+impl IndexCheckpoint {
+    /// Returns whether every slot is written, so [`Self::finish`] can run.
+    pub fn is_complete(&self) -> bool {
+        self.writer.remaining_slots() == 0
+    }
+
+    /// Writes the next `count` slots with their vectors, which it reads from `index`:
+    /// the index the checkpoint began from, in any later state.
+    pub fn write_slots(
+        &mut self,
+        index: &VectorIndex,
+        count: usize,
+    ) -> Result<(), CheckpointWriteError> {
+        self.writer.write_slots(&index.hnsw, count)
+    }
+
+    /// Returns the checkpoint's bytes once every slot is written.
+    pub fn finish(self) -> Result<Vec<u8>, CheckpointWriteError> {
+        self.writer.finish()
     }
 }

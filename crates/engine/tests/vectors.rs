@@ -5,74 +5,17 @@
 
 #![allow(clippy::unwrap_used)] // Test helpers unwrap: a panic is a test failure.
 
-use api::requests::{CreateCollection, DeleteRecords, QueryRecords, RecordBatch, WriteKind};
+mod support;
+
+use api::requests::{CreateCollection, DeleteRecords, RecordBatch, WriteKind};
 use api::Limits;
-use ravelin_engine::{Engine, Pass, DEFAULT_DATABASE, DEFAULT_TENANT};
+use ravelin_engine::{Engine, Pass};
 use serde_json::{json, Value};
-use store::{MasterKey, Store};
+use store::Store;
+use support::{
+    add, answers, approximate_limits, fixture, key, query, reopen, vectors, D, DIMENSION, T,
+};
 use uuid::Uuid;
-
-const T: &str = DEFAULT_TENANT;
-const D: &str = DEFAULT_DATABASE;
-const DIMENSION: usize = 16;
-
-fn approximate_limits() -> Limits {
-    Limits {
-        exact_scan_max_vector_bytes: 0,
-        ..Limits::default()
-    }
-}
-
-fn key() -> MasterKey {
-    MasterKey::from_bytes([5; 32])
-}
-
-/// Deterministic vectors in [-1, 1).
-fn vectors(count: usize, seed: u64) -> Vec<Vec<f32>> {
-    let mut state = seed;
-    (0..count)
-        .map(|_| {
-            (0..DIMENSION)
-                .map(|_| {
-                    state = state
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
-                    ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-                })
-                .collect()
-        })
-        .collect()
-}
-
-fn add(engine: &Engine, id: Uuid, data: &[Vec<f32>], first: usize) {
-    for (chunk_index, chunk) in data.chunks(500).enumerate() {
-        let start = first + chunk_index * 500;
-        let ids: Vec<String> = (start..start + chunk.len())
-            .map(|i| format!("r{i}"))
-            .collect();
-        let metadatas: Vec<Value> = (start..start + chunk.len())
-            .map(|i| json!({"even": i % 2 == 0}))
-            .collect();
-        let body = json!({"ids": ids, "embeddings": chunk, "metadatas": metadatas});
-        let batch = RecordBatch::decode(&body, WriteKind::Add, &Limits::default()).unwrap();
-        engine.write(T, D, id, WriteKind::Add, batch).unwrap();
-    }
-}
-
-fn query(
-    engine: &Engine,
-    id: Uuid,
-    vector: &[f32],
-    n: usize,
-    filter: Value,
-) -> (Vec<String>, Vec<f32>) {
-    let body = json!({"query_embeddings": [vector], "n_results": n, "where": filter, "include": ["distances"]});
-    let request = QueryRecords::decode(&body, &Limits::default()).unwrap();
-    let response = serde_json::to_value(engine.query(T, D, id, request).unwrap()).unwrap();
-    let ids: Vec<Vec<String>> = serde_json::from_value(response["ids"].clone()).unwrap();
-    let distances: Vec<Vec<f32>> = serde_json::from_value(response["distances"].clone()).unwrap();
-    (ids[0].clone(), distances[0].clone())
-}
 
 fn exact(data: &[(usize, Vec<f32>)], vector: &[f32], n: usize) -> Vec<(String, f32)> {
     let mut scored: Vec<(String, f32)> = data
@@ -85,36 +28,6 @@ fn exact(data: &[(usize, Vec<f32>)], vector: &[f32], n: usize) -> Vec<(String, f
     scored.sort_by(|a, b| a.1.total_cmp(&b.1));
     scored.truncate(n);
     scored
-}
-
-struct Fixture {
-    _dir: tempfile::TempDir,
-    path: std::path::PathBuf,
-    engine: Engine,
-    id: Uuid,
-}
-
-fn fixture(count: usize) -> (Fixture, Vec<Vec<f32>>) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("test.db");
-    let engine = Engine::open(Store::create(&path, &key()).unwrap(), approximate_limits()).unwrap();
-    let request =
-        CreateCollection::decode(&json!({"name": "vectors"}), &Limits::default()).unwrap();
-    let id = Uuid::try_parse(&engine.create_collection(T, D, request).unwrap().id).unwrap();
-    let data = vectors(count, 7);
-    add(&engine, id, &data, 0);
-    let report = engine.maintain(Pass::Final);
-    assert_eq!((report.built, report.checkpointed), (1, 1));
-    assert_eq!(engine.index_info(T, D, id).unwrap().unwrap().live, count);
-    (
-        Fixture {
-            _dir: dir,
-            path,
-            engine,
-            id,
-        },
-        data,
-    )
 }
 
 fn recall(engine: &Engine, id: Uuid, live: &[(usize, Vec<f32>)], filter: Value) -> f64 {
@@ -218,21 +131,6 @@ fn updated_embedding_found_at_new_place() {
     let (found, distances) = query(&fixture.engine, fixture.id, &target, 1, Value::Null);
     assert_eq!(found, ["r3"]);
     assert_eq!(distances[0], 0.0);
-}
-
-fn reopen(path: &std::path::Path) -> Engine {
-    Engine::open(Store::open(path, &key()).unwrap(), approximate_limits()).unwrap()
-}
-
-fn probes() -> Vec<Vec<f32>> {
-    vectors(20, 5)
-}
-
-fn answers(engine: &Engine, id: Uuid) -> Vec<(Vec<String>, Vec<f32>)> {
-    probes()
-        .iter()
-        .map(|probe| query(engine, id, probe, 10, Value::Null))
-        .collect()
 }
 
 #[test]

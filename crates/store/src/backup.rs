@@ -15,7 +15,7 @@
 //!   "format_version": 1,
 //!   "created_at": "2026-01-31T12:00:00Z",
 //!   "ravelin_version": "0.1.0",
-//!   "schema_version": 2,
+//!   "schema_version": 3,
 //!   "last_seq": 1234,
 //!   "row_counts": { "collections": 2, "records": 1000, "...": 0 },
 //!   "database": { "file": "ravelin.db", "bytes": 4194304, "sha256": "…" }

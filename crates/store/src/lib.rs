@@ -27,8 +27,8 @@ pub mod rotation;
 
 pub use copy::{Progress, Task};
 pub use db::{
-    Checkpoint, CollectionRow, DatabaseRow, RecordRow, RecordWrite, Snapshot, Store, StoreError,
-    TenantRow,
+    Checkpoint, CollectionRow, DatabaseRow, RecordRow, RecordWrite, Snapshot, StagedCheckpoint,
+    Store, StoreError, TenantRow,
 };
 pub use key::{KeyError, MasterKey};
 pub use lock::{DatabaseLock, LockError, BACKUP_LOCK_FILE, DATABASE_LOCK_FILE};

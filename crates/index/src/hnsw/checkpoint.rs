@@ -8,6 +8,11 @@
 //! the same search results as the original, and further inserts build the same graph,
 //! because the generator continues from the saved state.
 //!
+//! An owner that must not block the index's writers for the whole serialisation
+//! takes a [`CheckpointSnapshot`] instead, which copies only what inserts and removals
+//! change, and writes the vectors with a [`CheckpointWriter`] in steps afterwards.
+//! [`Hnsw::checkpoint`] is the same in one step.
+//!
 //! # Byte layout, version 1
 //!
 //! All integers are little-endian. `usize` values are written as u64.
@@ -232,44 +237,187 @@ impl fmt::Display for CheckpointError {
 
 impl std::error::Error for CheckpointError {}
 
-impl Hnsw {
-    /// Serialises the index in the format described in the module documentation.
-    pub fn checkpoint(&self) -> Vec<u8> {
-        let mut bytes = Vec::with_capacity(self.vectors.len() * 4 + self.slots() * 64 + 128);
+/// The parts of an index that inserts and removals change (deleted flags, levels,
+/// neighbour lists, entry point and generator state), copied at one moment by
+/// [`Hnsw::snapshot`].
+///
+/// A slot's vector never changes once inserted. A [`CheckpointWriter`] therefore reads
+/// the vectors from the live index later, in as many short steps as its owner likes,
+/// and the checkpoint still shows the index exactly as it was at the snapshot. Slots
+/// inserted after the snapshot are not in it.
+pub struct CheckpointSnapshot {
+    index_id: u64,
+    dimension: usize,
+    space: Space,
+    params: HnswParams,
+    rng_state: u64,
+    deleted: Vec<bool>,
+    graph: Graph,
+}
+
+impl CheckpointSnapshot {
+    /// Returns the number of slots in the snapshot, deleted ones included.
+    pub fn slots(&self) -> usize {
+        self.graph.slots()
+    }
+}
+
+/// A checkpoint being written from a [`CheckpointSnapshot`]: the header first, then the
+/// slot records in steps of [`CheckpointWriter::write_slots`], then the entry point and
+/// checksum in [`CheckpointWriter::finish`].
+pub struct CheckpointWriter {
+    snapshot: CheckpointSnapshot,
+    bytes: Vec<u8>,
+    /// The offset of the checkpoint in `bytes`, after the owner's own header.
+    start: usize,
+    next_slot: usize,
+}
+
+/// An error that stops a [`CheckpointWriter`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CheckpointWriteError {
+    /// [`CheckpointWriter::write_slots`] was given another index than the one the
+    /// snapshot was taken from, whose vectors may differ.
+    OtherIndex,
+    /// [`CheckpointWriter::finish`] was called before every slot was written.
+    Incomplete { written: usize, slots: usize },
+}
+
+impl fmt::Display for CheckpointWriteError {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CheckpointWriteError::OtherIndex => write!(
+                formatter,
+                "the index is not the one the checkpoint snapshot was taken from"
+            ),
+            CheckpointWriteError::Incomplete { written, slots } => write!(
+                formatter,
+                "the checkpoint is incomplete: {written} of {slots} slots written"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for CheckpointWriteError {}
+
+impl CheckpointWriter {
+    /// Starts a checkpoint of `snapshot` at the end of `bytes`, which may already
+    /// contain the owner's own header. The checksum covers only the checkpoint.
+    pub fn new(snapshot: CheckpointSnapshot, mut bytes: Vec<u8>) -> CheckpointWriter {
+        let slots = snapshot.slots();
+        let list_bytes = 4 * (2 * snapshot.params.max_neighbors + 1);
+        bytes.reserve(slots * (2 + snapshot.dimension * 4 + list_bytes) + 128);
+        let start = bytes.len();
         bytes.extend_from_slice(&MAGIC);
         bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        put_u64(&mut bytes, self.dimension as u64);
-        bytes.push(space_tag(self.space));
-        put_u64(&mut bytes, self.params.max_neighbors as u64);
-        put_u64(&mut bytes, self.params.ef_construction as u64);
-        put_u64(&mut bytes, self.params.seed);
-        put_u64(&mut bytes, self.rng.0);
-        put_u64(&mut bytes, self.slots() as u64);
+        put_u64(&mut bytes, snapshot.dimension as u64);
+        bytes.push(space_tag(snapshot.space));
+        put_u64(&mut bytes, snapshot.params.max_neighbors as u64);
+        put_u64(&mut bytes, snapshot.params.ef_construction as u64);
+        put_u64(&mut bytes, snapshot.params.seed);
+        put_u64(&mut bytes, snapshot.rng_state);
+        put_u64(&mut bytes, slots as u64);
+        CheckpointWriter {
+            snapshot,
+            bytes,
+            start,
+            next_slot: 0,
+        }
+    }
 
-        for slot in 0..self.slots() as u32 {
-            let level = self.graph.level(slot);
-            bytes.push(u8::from(self.deleted[slot as usize]));
-            bytes.push(level as u8);
-            for value in self.vector(slot) {
-                bytes.extend_from_slice(&value.to_le_bytes());
+    /// Returns the number of slots not written yet.
+    pub fn remaining_slots(&self) -> usize {
+        self.snapshot.slots() - self.next_slot
+    }
+
+    /// Writes the records of the next `count` slots, or of all that remain if fewer,
+    /// reading their vectors from `index`. `index` must be the index the snapshot was
+    /// taken from, in any later state.
+    pub fn write_slots(&mut self, index: &Hnsw, count: usize) -> Result<(), CheckpointWriteError> {
+        if index.id != self.snapshot.index_id || index.slots() < self.snapshot.slots() {
+            return Err(CheckpointWriteError::OtherIndex);
+        }
+        self.append_slots(index, count);
+        Ok(())
+    }
+
+    /// Writes the records of the next `count` slots with the vectors of `index`, which
+    /// the caller checked.
+    fn append_slots(&mut self, index: &Hnsw, count: usize) {
+        let end = self
+            .next_slot
+            .saturating_add(count)
+            .min(self.snapshot.slots());
+        let graph = &self.snapshot.graph;
+        for slot in self.next_slot as u32..end as u32 {
+            let level = graph.level(slot);
+            self.bytes
+                .push(u8::from(self.snapshot.deleted[slot as usize]));
+            self.bytes.push(level as u8);
+            for value in index.vector(slot) {
+                self.bytes.extend_from_slice(&value.to_le_bytes());
             }
             for list_level in 0..=level {
-                let neighbours = self.graph.neighbours(slot, list_level);
-                bytes.extend_from_slice(&(neighbours.len() as u32).to_le_bytes());
+                let neighbours = graph.neighbours(slot, list_level);
+                self.bytes
+                    .extend_from_slice(&(neighbours.len() as u32).to_le_bytes());
                 for neighbour in neighbours {
-                    bytes.extend_from_slice(&neighbour.to_le_bytes());
+                    self.bytes.extend_from_slice(&neighbour.to_le_bytes());
                 }
             }
         }
+        self.next_slot = end;
+    }
 
-        let entry = self.graph.entry();
-        bytes.push(u8::from(entry.is_some()));
-        bytes.extend_from_slice(&entry.unwrap_or(0).to_le_bytes());
-        bytes.push(self.graph.max_level() as u8);
+    /// Writes the entry point and the checksum, and returns all the bytes, the owner's
+    /// header included.
+    pub fn finish(self) -> Result<Vec<u8>, CheckpointWriteError> {
+        if self.remaining_slots() != 0 {
+            return Err(CheckpointWriteError::Incomplete {
+                written: self.next_slot,
+                slots: self.snapshot.slots(),
+            });
+        }
+        Ok(self.seal())
+    }
 
-        let checksum = fnv1a(&bytes);
-        put_u64(&mut bytes, checksum);
-        bytes
+    /// Writes the entry point and the checksum after the last slot record.
+    fn seal(mut self) -> Vec<u8> {
+        let graph = &self.snapshot.graph;
+        let entry = graph.entry();
+        self.bytes.push(u8::from(entry.is_some()));
+        self.bytes
+            .extend_from_slice(&entry.unwrap_or(0).to_le_bytes());
+        self.bytes.push(graph.max_level() as u8);
+
+        let checksum = fnv1a(&self.bytes[self.start..]);
+        put_u64(&mut self.bytes, checksum);
+        self.bytes
+    }
+}
+
+impl Hnsw {
+    /// Serialises the index in the format described in the module documentation.
+    pub fn checkpoint(&self) -> Vec<u8> {
+        let mut writer = CheckpointWriter::new(self.snapshot(), Vec::new());
+        writer.append_slots(self, usize::MAX);
+        writer.seal()
+    }
+
+    /// Copies the parts of the index that inserts and removals change, for a
+    /// [`CheckpointWriter`]. The copy takes about 4 × (2M + 1) bytes per slot, far less
+    /// than the vectors.
+    pub fn snapshot(&self) -> CheckpointSnapshot {
+        CheckpointSnapshot {
+            index_id: self.id,
+            dimension: self.dimension,
+            space: self.space,
+            params: self.params,
+            rng_state: self.rng.0,
+            deleted: self.deleted.clone(),
+            graph: self.graph.clone(),
+        }
     }
 
     /// Rebuilds an index from a [`Hnsw::checkpoint`] output, validating every field.

@@ -3,6 +3,7 @@
 //! levels hold few slots and keep a small vector per slot.
 
 /// The neighbour lists of every slot on every level.
+#[derive(Clone)]
 pub(super) struct Graph {
     max_neighbors: usize,
     /// Per slot: a count, then up to `2 × M` neighbour slots.

@@ -38,6 +38,7 @@ mod remove;
 mod search;
 
 use std::collections::BinaryHeap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
@@ -46,7 +47,9 @@ use crate::inverse_norm;
 use crate::kernels::{CodeKernel, Kernels, MAX_EXACT_CODE_BYTES};
 use crate::Space;
 
-pub use self::checkpoint::CheckpointError;
+pub use self::checkpoint::{
+    CheckpointError, CheckpointSnapshot, CheckpointWriteError, CheckpointWriter,
+};
 use self::graph::Graph;
 use self::quantized::{Codes, QueryCode};
 pub use self::remove::{
@@ -79,8 +82,14 @@ impl Default for HnswParams {
     }
 }
 
+/// The source of [`Hnsw::id`].
+static NEXT_INDEX_ID: AtomicU64 = AtomicU64::new(0);
+
 /// An HNSW index over vectors of one dimension and space.
 pub struct Hnsw {
+    /// Differs between any two indexes of the process, so a [`CheckpointWriter`] can
+    /// check that it reads vectors from the index its snapshot came from.
+    id: u64,
     dimension: usize,
     space: Space,
     params: HnswParams,
@@ -131,6 +140,7 @@ impl Hnsw {
             ..params
         };
         Hnsw {
+            id: NEXT_INDEX_ID.fetch_add(1, Ordering::Relaxed),
             dimension,
             space,
             params,
@@ -179,6 +189,17 @@ impl Hnsw {
 
     pub fn is_deleted(&self, slot: u32) -> bool {
         self.deleted.get(slot as usize).copied().unwrap_or(true)
+    }
+
+    /// Returns whether `slot` is live and stores `vector` as [`Hnsw::insert`] stored it
+    /// (normalised for the cosine space).
+    pub fn holds(&self, slot: u32, vector: &[f32]) -> bool {
+        if self.is_deleted(slot) || vector.len() != self.dimension {
+            return false;
+        }
+        let mut prepared = Vec::with_capacity(self.dimension);
+        self.prepare(vector, &mut prepared);
+        prepared == self.vector(slot)
     }
 
     /// Returns an estimate of the heap memory the index uses, in bytes.

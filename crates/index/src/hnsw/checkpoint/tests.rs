@@ -112,6 +112,54 @@ fn inserts_after_restore_match() {
     }
 }
 
+/// A checkpoint written in steps from a snapshot, while the index takes inserts and
+/// removals, is byte for byte the checkpoint of the index at the snapshot.
+#[test]
+fn snapshot_written_in_steps_ignores_later_changes() {
+    let data = vectors(500, 12, 21);
+    let more = vectors(300, 12, 22);
+    for space in SPACES {
+        let mut index = build(space, HnswParams::default(), &data);
+        index.remove(17);
+        let expected = index.checkpoint();
+
+        let mut writer = CheckpointWriter::new(index.snapshot(), b"owner".to_vec());
+        let mut added = more.iter();
+        while writer.remaining_slots() > 0 {
+            writer.write_slots(&index, 64).expect("same index");
+            for vector in added.by_ref().take(40) {
+                index.insert(vector);
+            }
+            index.remove(index.slots() as u32 / 3);
+        }
+        let bytes = writer.finish().expect("every slot written");
+
+        assert_eq!(&bytes[..5], b"owner");
+        assert!(bytes[5..] == expected[..], "{space:?}");
+    }
+}
+
+#[test]
+fn snapshot_rejects_other_index_and_early_finish() {
+    let data = vectors(50, 4, 23);
+    let first = build(Space::L2, HnswParams::default(), &data);
+    let second = build(Space::L2, HnswParams::default(), &data);
+
+    let mut writer = CheckpointWriter::new(first.snapshot(), Vec::new());
+    assert_eq!(
+        writer.write_slots(&second, 10),
+        Err(CheckpointWriteError::OtherIndex)
+    );
+    writer.write_slots(&first, 10).expect("same index");
+    assert_eq!(
+        writer.finish().err(),
+        Some(CheckpointWriteError::Incomplete {
+            written: 10,
+            slots: 50
+        })
+    );
+}
+
 #[test]
 fn empty_index_round_trips() {
     let original = Hnsw::new(5, Space::Cosine, HnswParams::default());
