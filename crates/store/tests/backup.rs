@@ -48,7 +48,7 @@ fn backup_round_trip() {
 
     assert_eq!(manifest.format, FORMAT);
     assert_eq!(manifest.format_version, FORMAT_VERSION);
-    assert_eq!(manifest.schema_version, 2);
+    assert_eq!(manifest.schema_version, 3);
     assert_eq!(manifest.row_counts["records"], RECORDS as i64);
     assert_eq!(manifest.row_counts["collections"], 1);
     assert_eq!(manifest.row_counts["index_checkpoints"], 1);
