@@ -1,6 +1,8 @@
 //! `ravelin serve`: startup in order, then the accept loop until a signal.
 
+use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
+use std::pin::Pin;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -22,44 +24,13 @@ const UPKEEP_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
 /// `settings.key_fd`, if that is where it comes from.
 pub fn run(settings: Settings, descriptor_key: Option<store::MasterKey>) -> Result<()> {
     // Bound first, so a port in use fails before a first start creates anything.
-    let listener = TcpListener::bind(settings.listen).with_context(|| {
-        format!(
-            "cannot listen on {}; choose another address with --listen or `listen` in the configuration file",
-            settings.listen
-        )
-    })?;
-    let address = listener.local_addr()?;
-    let metrics_listener = match settings.metrics_listen {
-        Some(metrics_address) => Some(bind_metrics(metrics_address)?),
-        None => None,
-    };
+    let listeners = Listeners::bind(&settings)?;
 
     let prepared = bootstrap::prepare(&settings, descriptor_key)?;
     // Held until the process exits, after upkeep has stored its last checkpoints.
     let _database_lock = prepared.lock;
 
-    let tls = Arc::new(ServerTls::load(TlsPaths {
-        certificate: settings.tls_certificate.clone(),
-        key: settings.tls_key.clone(),
-        client_ca: settings.client_ca.clone(),
-        crl: settings.crl.clone(),
-        certificate_optional: settings
-            .tokens
-            .as_ref()
-            .is_some_and(|tokens| tokens.without_certificate),
-    })?);
-    let tokens = match &settings.tokens {
-        Some(token_settings) => {
-            let store = TokenStore::open(token_settings.clone()).map_err(anyhow::Error::msg)?;
-            if token_settings.without_certificate {
-                tracing::warn!("bearer tokens are accepted without a client certificate");
-            }
-            Some(store)
-        }
-        None => None,
-    };
-    let audit = AuditLog::open(&settings.audit_log)
-        .with_context(|| format!("cannot open the audit log {}", settings.audit_log.display()))?;
+    let front = FrontFiles::open(&settings)?;
     let store = prepared.store;
     #[cfg(feature = "insecure-bench")]
     let store = if settings.insecure_bench {
@@ -77,9 +48,7 @@ pub fn run(settings: Settings, descriptor_key: Option<store::MasterKey>) -> Resu
     // any thread starts. The worker count is read first because it comes from cgroup
     // files that the sandbox makes unreadable.
     let worker_threads = std::thread::available_parallelism().map_or(1, usize::from);
-    let mut ports = vec![address.port()];
-    ports.extend(metrics_listener.as_ref().map(|(_, bound)| bound.port()));
-    let sandbox = confine(&settings, &ports, &[])?;
+    let sandbox = confine(&settings, &listeners.ports(), &[])?;
 
     let engine = Arc::new(engine);
     let upkeep = UpkeepWorker::start(Arc::clone(&engine), UPKEEP_PERIOD)
@@ -87,32 +56,18 @@ pub fn run(settings: Settings, descriptor_key: Option<store::MasterKey>) -> Resu
 
     let metrics = Arc::new(Metrics::new());
     metrics.set_sandbox(&sandbox);
-    let state = Arc::new(AppState {
-        backend: Backend::Engine(Arc::clone(&engine)),
-        policy: SharedPolicy::new(prepared.policy),
-        tokens,
-        audit: Some(audit),
-        throttle: Throttle::new(settings.throttle),
-        body_budget: Arc::new(tokio::sync::Semaphore::new(
-            settings.front.max_buffered_body_bytes,
-        )),
-        settings: FrontSettings {
-            allow_reset: settings.allow_reset,
-            max_body_bytes: settings.max_body_bytes,
-            ..settings.front.clone()
-        },
-        metrics: Arc::clone(&metrics),
-    });
+    let tls = Arc::clone(&front.tls);
+    let state = front.into_state(
+        &settings,
+        Backend::Engine(Arc::clone(&engine)),
+        prepared.policy,
+        &metrics,
+    );
     if settings.allow_reset {
         tracing::warn!("POST /api/v2/reset is enabled: a principal with a server-wide admin grant can delete everything");
     }
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(worker_threads)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(async move {
+    async_runtime(worker_threads)?.block_on(async {
         reload_on_sighup(
             Arc::clone(&state),
             Arc::clone(&tls),
@@ -120,38 +75,10 @@ pub fn run(settings: Settings, descriptor_key: Option<store::MasterKey>) -> Resu
         );
         #[cfg(feature = "sandbox-probe")]
         crate::probe::run_on_sigusr2(settings.data_dir.clone());
-
-        // One signal stops both listeners. The sender is shared so that the metrics
-        // listener also stops when the API listener fails.
-        let (stop, stopped) = watch::channel(false);
-        let stop = Arc::new(stop);
-        let signal_stop = Arc::clone(&stop);
-        tokio::spawn(async move {
-            shutdown_signal().await;
-            signal_stop.send_replace(true);
-        });
-
-        let metrics_task = metrics_listener.map(|(metrics_listener, metrics_address)| {
-            tracing::info!("serving Prometheus metrics on http://{metrics_address}/metrics");
-            tokio::spawn(server::metrics::serve_metrics(
-                metrics_listener,
-                metrics,
-                Some(engine),
-                wait_for_stop(stopped.clone()),
-            ))
-        });
-
-        let served = serve_api(listener, tls, state, &settings, wait_for_stop(stopped)).await;
-
-        stop.send_replace(true);
-        if let Some(task) = metrics_task {
-            match task.await {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => tracing::error!(%error, "the metrics listener failed"),
-                Err(error) => tracing::error!(%error, "the metrics listener task failed"),
-            }
-        }
-        served
+        serve_until_signal(listeners.metrics, metrics, Some(engine), |shutdown| {
+            serve_api(listeners.api, tls, state, &settings, shutdown)
+        })
+        .await
     })?;
     let report = upkeep.stop();
     if report.failed > 0 {
@@ -164,13 +91,161 @@ pub fn run(settings: Settings, descriptor_key: Option<store::MasterKey>) -> Resu
     Ok(())
 }
 
+/// The sockets a front binds before anything else: the API listener and, when
+/// configured, the metrics listener.
+pub(crate) struct Listeners {
+    pub api: TcpListener,
+    pub metrics: Option<(TcpListener, SocketAddr)>,
+}
+
+impl Listeners {
+    /// Binds both, so a port in use fails before a first start creates anything.
+    pub fn bind(settings: &Settings) -> Result<Listeners> {
+        let api = TcpListener::bind(settings.listen).with_context(|| {
+            format!(
+                "cannot listen on {}; choose another address with --listen or `listen` in the configuration file",
+                settings.listen
+            )
+        })?;
+        let metrics = match settings.metrics_listen {
+            Some(address) => Some(bind_metrics(address)?),
+            None => None,
+        };
+        Ok(Listeners { api, metrics })
+    }
+
+    /// Returns the bound ports, which the sandbox lets the process bind.
+    pub fn ports(&self) -> Vec<u16> {
+        let api = self.api.local_addr().map(|address| address.port());
+        api.into_iter()
+            .chain(self.metrics.as_ref().map(|(_, bound)| bound.port()))
+            .collect()
+    }
+}
+
+/// What a front opens besides its backend: the TLS configuration, the token file and
+/// the audit log.
+pub(crate) struct FrontFiles {
+    pub tls: Arc<ServerTls>,
+    tokens: Option<TokenStore>,
+    audit: AuditLog,
+}
+
+impl FrontFiles {
+    pub fn open(settings: &Settings) -> Result<FrontFiles> {
+        let tls = Arc::new(ServerTls::load(TlsPaths {
+            certificate: settings.tls_certificate.clone(),
+            key: settings.tls_key.clone(),
+            client_ca: settings.client_ca.clone(),
+            crl: settings.crl.clone(),
+            certificate_optional: settings
+                .tokens
+                .as_ref()
+                .is_some_and(|tokens| tokens.without_certificate),
+        })?);
+        let tokens = match &settings.tokens {
+            Some(token_settings) => {
+                let store = TokenStore::open(token_settings.clone()).map_err(anyhow::Error::msg)?;
+                if token_settings.without_certificate {
+                    tracing::warn!("bearer tokens are accepted without a client certificate");
+                }
+                Some(store)
+            }
+            None => None,
+        };
+        let audit = AuditLog::open(&settings.audit_log).with_context(|| {
+            format!("cannot open the audit log {}", settings.audit_log.display())
+        })?;
+        Ok(FrontFiles { tls, tokens, audit })
+    }
+
+    /// Builds the state every request handler shares, around `backend`.
+    pub fn into_state(
+        self,
+        settings: &Settings,
+        backend: Backend,
+        policy: auth::Policy,
+        metrics: &Arc<Metrics>,
+    ) -> Arc<AppState> {
+        Arc::new(AppState {
+            backend,
+            policy: SharedPolicy::new(policy),
+            tokens: self.tokens,
+            audit: Some(self.audit),
+            throttle: Throttle::new(settings.throttle),
+            body_budget: Arc::new(tokio::sync::Semaphore::new(
+                settings.front.max_buffered_body_bytes,
+            )),
+            settings: FrontSettings {
+                allow_reset: settings.allow_reset,
+                max_body_bytes: settings.max_body_bytes,
+                ..settings.front.clone()
+            },
+            metrics: Arc::clone(metrics),
+        })
+    }
+}
+
+/// Starts the async runtime; call it only after the sandbox is in force.
+pub(crate) fn async_runtime(worker_threads: usize) -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(worker_threads)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Runs `serve_api` and the metrics listener, if any, until SIGTERM or SIGINT, or until
+/// the API listener fails. `serve_api` gets the future that completes at the stop.
+pub(crate) async fn serve_until_signal<Served>(
+    metrics_listener: Option<(TcpListener, SocketAddr)>,
+    metrics: Arc<Metrics>,
+    engine: Option<Arc<Engine>>,
+    serve_api: impl FnOnce(Pin<Box<dyn Future<Output = ()> + Send>>) -> Served,
+) -> std::io::Result<()>
+where
+    Served: Future<Output = std::io::Result<()>>,
+{
+    // One signal stops both listeners. The sender is shared so that the metrics
+    // listener also stops when the API listener fails.
+    let (stop, stopped) = watch::channel(false);
+    let stop = Arc::new(stop);
+    let signal_stop = Arc::clone(&stop);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        signal_stop.send_replace(true);
+    });
+
+    let metrics_task = metrics_listener.map(|(metrics_listener, metrics_address)| {
+        tracing::info!("serving Prometheus metrics on http://{metrics_address}/metrics");
+        tokio::spawn(server::metrics::serve_metrics(
+            metrics_listener,
+            metrics,
+            engine,
+            wait_for_stop(stopped.clone()),
+        ))
+    });
+
+    let served = serve_api(Box::pin(wait_for_stop(stopped))).await;
+
+    stop.send_replace(true);
+    if let Some(task) = metrics_task {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::error!(%error, "the metrics listener failed"),
+            Err(error) => tracing::error!(%error, "the metrics listener task failed"),
+        }
+    }
+    served
+}
+
 /// Serves the API on `listener` until `shutdown` completes.
 async fn serve_api(
     listener: TcpListener,
     tls: Arc<ServerTls>,
     state: Arc<AppState>,
     settings: &Settings,
-    shutdown: impl std::future::Future<Output = ()>,
+    shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let address = listener.local_addr()?;
     #[cfg(feature = "insecure-bench")]
@@ -225,7 +300,7 @@ pub(crate) fn reload_on_sighup(
 }
 
 /// Binds the metrics listener, and warns when other hosts can reach it.
-pub(crate) fn bind_metrics(address: SocketAddr) -> Result<(TcpListener, SocketAddr)> {
+fn bind_metrics(address: SocketAddr) -> Result<(TcpListener, SocketAddr)> {
     let listener = TcpListener::bind(address).with_context(|| {
         format!(
             "cannot listen for metrics on {address}; choose another address with --metrics-listen or `metrics_listen` in the configuration file"
@@ -242,11 +317,11 @@ pub(crate) fn bind_metrics(address: SocketAddr) -> Result<(TcpListener, SocketAd
 }
 
 /// Completes once `stopped` is `true`, or once its sender is dropped.
-pub(crate) async fn wait_for_stop(mut stopped: watch::Receiver<bool>) {
+async fn wait_for_stop(mut stopped: watch::Receiver<bool>) {
     let _ = stopped.wait_for(|stop| *stop).await;
 }
 
-pub(crate) async fn shutdown_signal() {
+async fn shutdown_signal() {
     let mut terminate =
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(signal) => signal,
