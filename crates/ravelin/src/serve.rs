@@ -123,7 +123,7 @@ impl Listeners {
     }
 }
 
-/// What a front opens besides its backend: the TLS configuration, the token file and
+/// The files a front opens besides its backend: the TLS configuration, the token file and
 /// the audit log.
 pub(crate) struct FrontFiles {
     pub tls: Arc<ServerTls>,
