@@ -4,7 +4,7 @@
 //! The filter is a classic BPF program over `struct seccomp_data`. It first rejects
 //! any ABI other than x86-64 (32-bit `int 0x80` calls and the x32 ABI), then allows
 //! the calls in [`ALLOWED`], checks the arguments of the calls in the table in
-//! [`program`], answers `clone3` with ENOSYS so that glibc falls back to `clone`, where
+//! [`program`], returns ENOSYS for `clone3` so that glibc falls back to `clone`, where
 //! the flags can be checked, and traps everything else with `SECCOMP_RET_TRAP`. The
 //! trap raises SIGSYS in the calling thread, and the handler in `alert` writes the
 //! call's number and name to stderr and ends the process. The trapped call itself
@@ -23,7 +23,7 @@
 
 use std::io;
 
-/// Why seccomp cannot be used on this system, or `None` when it can.
+/// Returns why seccomp cannot be used on this system, or `None` when it can.
 pub(crate) fn unavailable_reason() -> Option<&'static str> {
     imp::unavailable_reason()
 }
@@ -318,7 +318,7 @@ mod imp {
         libc::PR_CAPBSET_READ as u32,
     ];
 
-    /// Where a jump in a [`Check`] goes.
+    /// The target of a jump in a [`Check`].
     #[derive(Debug, Clone, Copy)]
     enum To {
         /// The next instruction.
