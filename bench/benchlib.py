@@ -2,7 +2,7 @@
 with a deadline, the dataset reader and latency statistics.
 
 Only the standard library is imported at module level, so a script can import this
-before it re-executes itself under the test venv; numpy is imported where it is used.
+before it re-executes itself under the test venv. Functions import numpy themselves.
 """
 
 import json

@@ -56,7 +56,7 @@ pub enum ErrorKind {
     BadGateway,
     /// 503 `ChromaError`: the server cannot take the request now.
     Unavailable,
-    /// 504 `ChromaError`: the upstream Chroma of a gateway did not answer in time.
+    /// 504 `ChromaError`: the upstream Chroma of a gateway did not respond in time.
     GatewayTimeout,
 }
 

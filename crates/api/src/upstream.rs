@@ -67,10 +67,10 @@ impl UpstreamError {
         self.client_kind().is_none()
     }
 
-    /// Returns the client's error: Chroma's error name and status where the client
-    /// caused it, with the upstream's message; a 500 or 502 with a fixed message where
-    /// the upstream failed or refused the gateway, because a 5xx message can contain
-    /// SQL or paths.
+    /// Returns the client's error. Where the client caused it, that is Chroma's error
+    /// name, status and message. Where the upstream failed or rejected the gateway, it
+    /// is a 500 or 502 with a fixed message, because a 5xx message can contain SQL or
+    /// paths.
     pub fn to_client_error(&self) -> ApiError {
         let Some(kind) = self.client_kind() else {
             return if self.status == 500 {

@@ -10,7 +10,7 @@ use std::str::FromStr;
 
 use crate::SandboxError;
 
-/// The user `ravelin serve` switches to when it starts as root, unless told otherwise.
+/// The user `ravelin serve` switches to when it starts as root, unless configured otherwise.
 pub const DEFAULT_USER: &str = "nobody";
 
 /// The file user names are looked up in.

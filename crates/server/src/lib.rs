@@ -94,7 +94,7 @@ impl Default for FrontSettings {
 
 /// Everything a request handler needs.
 pub struct AppState {
-    /// Where allowed requests run.
+    /// The engine or upstream that runs allowed requests.
     pub backend: Backend,
     pub policy: SharedPolicy,
     /// The token file, when bearer tokens are enabled.

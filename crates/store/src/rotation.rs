@@ -26,7 +26,7 @@
 //! While `K.new` exists, a rotation is pending and [`recover`] settles it. If the new
 //! key opens `D`, step 6 happened and recovery finishes step 7. Otherwise the old key
 //! opens `D` and recovery removes `D.rotating` and `K.new`. So after a crash at any
-//! point, the database opens with exactly one of the two keys, and the key files say
+//! point, the database opens with exactly one of the two keys, and the key files show
 //! which. The server runs [`recover`] at startup, and `ravelin key rotate` before it
 //! starts.
 //!

@@ -587,7 +587,7 @@ impl Upstream {
         }
         let error = UpstreamError::parse(answer.status.as_u16(), &answer.body);
         if error.is_upstream_fault() {
-            tracing::error!(%method, %path, status = error.status, error = %error.name, message = %error.message, "the upstream failed or refused a request");
+            tracing::error!(%method, %path, status = error.status, error = %error.name, message = %error.message, "the upstream rejected or failed a request");
         }
         Err(error.to_client_error())
     }
